@@ -1,0 +1,97 @@
+"""ws_notebook: codbex-style WebSocket endpoints, defined and served from a Jupyter notebook.
+
+In a notebook::
+
+    %load_ext ws_notebook
+
+    %%websocket echo
+    def on_message(message, client):
+        client.send(message)
+
+From plain Python (inside a running asyncio loop)::
+
+    import ws_notebook
+    ws_notebook.serve("echo", {"on_message": lambda message, client: client.send(message)})
+"""
+
+from typing import Any
+
+from .api import (
+    broadcast,
+    client,
+    clients,
+    default_server,
+    endpoint,
+    endpoints,
+    events,
+    export,
+    getClient,
+    getClients,
+    load_descriptor,
+    mount,
+    reset,
+    serve,
+    start,
+    stop,
+    unmount,
+    url,
+)
+from .connection import Client, ConnectionClosed
+from .descriptor import Descriptor, DescriptorError
+from .events import Event, EventLog
+from .handlers import HandlerError, Handlers
+from .project import ProjectError
+from .registry import Endpoint, Registry, UnknownEndpoint
+from .server import Server, ServerError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConnectionClosed",
+    "Descriptor",
+    "DescriptorError",
+    "Endpoint",
+    "Event",
+    "EventLog",
+    "HandlerError",
+    "Handlers",
+    "ProjectError",
+    "Registry",
+    "Server",
+    "ServerError",
+    "UnknownEndpoint",
+    "broadcast",
+    "client",
+    "clients",
+    "default_server",
+    "endpoint",
+    "endpoints",
+    "events",
+    "export",
+    "getClient",
+    "getClients",
+    "load_descriptor",
+    "load_ipython_extension",
+    "mount",
+    "reset",
+    "serve",
+    "start",
+    "stop",
+    "unload_ipython_extension",
+    "unmount",
+    "url",
+]
+
+
+# IPython looks these up on the package; importing the magics lazily keeps the core IPython-free.
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,177 @@
+"""The process-wide server and the functions that act on it: what ``import ws_notebook`` offers.
+
+A kernel has one server, started lazily on first use, so ``serve("echo", handlers)`` is all a
+notebook or script needs. The names mirror codbex's ``websockets`` API where one exists
+(``getClients``, ``getClient``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .connection import Client
+from .descriptor import Descriptor
+from .handlers import Handlers
+from .project import export_endpoint, load_project
+from .registry import Endpoint, Mounted
+from .server import Server, ServerError
+
+__all__ = [
+    "broadcast",
+    "client",
+    "clients",
+    "default_server",
+    "endpoint",
+    "endpoints",
+    "events",
+    "export",
+    "getClient",
+    "getClients",
+    "load_descriptor",
+    "mount",
+    "reset",
+    "serve",
+    "start",
+    "stop",
+    "unmount",
+    "url",
+]
+
+_server: Server | None = None
+
+
+def default_server() -> Server:
+    """The process's server (not necessarily started)."""
+    global _server
+    if _server is None:
+        _server = Server()
+    return _server
+
+
+def start(host: str | None = None, port: int | None = None) -> Server:
+    """Start the server if it is not running; a different host or port than it runs on is an error."""
+    server = default_server()
+    if server.running:
+        if (host is not None and host != server.host) or (port not in (None, 0, server.port)):
+            raise ServerError(
+                f"the server already runs on {server.host}:{server.port}; to move it, stop it "
+                "first (%websocket stop, or ws_notebook.stop()) and start it on the new address"
+            )
+        return server
+    server.start(host, port)
+    return server
+
+
+def mount(
+    descriptor: Descriptor, handlers: Any = None, *, log_capacity: int | None = None
+) -> Mounted:
+    """Mount or redefine an endpoint without starting the server."""
+    found = Handlers() if handlers is None else Handlers.from_object(handlers)
+    return default_server().registry.mount(descriptor, found, log_capacity)
+
+
+def serve(
+    endpoint: str | Descriptor,
+    handlers: Any = None,
+    *,
+    description: str = "",
+    created_by: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    log_capacity: int | None = None,
+) -> Endpoint:
+    """Mount an endpoint and make sure the server is running; returns the endpoint.
+
+    ``handlers`` is a module, a mapping, or any object with ``on_message`` and friends (or
+    codbex's ``onMessage`` ...). Serving a name again replaces its handlers in place.
+    """
+    if isinstance(endpoint, str):
+        origin = getattr(handlers, "__name__", type(handlers).__name__)
+        endpoint = Descriptor.new(
+            endpoint,
+            handler=f"python:{origin}",
+            location="python",
+            description=description,
+            created_by=created_by,
+        )
+    mounted = mount(endpoint, handlers, log_capacity=log_capacity)
+    start(host, port)
+    return mounted.endpoint
+
+
+def unmount(name: str) -> Endpoint:
+    """Remove an endpoint; its clients are closed with 1001."""
+    return default_server().registry.unmount(name)
+
+
+def stop() -> None:
+    """Stop serving: clients are closed with 1001 and the port is freed; endpoints stay mounted."""
+    if _server is not None:
+        _server.stop()
+
+
+def reset() -> None:
+    """Stop the server and forget every endpoint, as a fresh kernel would have it."""
+    global _server
+    stop()
+    _server = None
+
+
+def endpoint(name: str) -> Endpoint:
+    return default_server().registry.get(name)
+
+
+def endpoints() -> list[Endpoint]:
+    return list(default_server().registry)
+
+
+def url(name: str) -> str:
+    """The ``ws://`` URL of a mounted endpoint."""
+    server = default_server()
+    server.registry.get(name)
+    return server.url(name)
+
+
+def clients(endpoint: str | None = None) -> list[Client]:
+    """Open clients of one endpoint, or of all endpoints."""
+    return default_server().registry.clients(endpoint)
+
+
+def client(client_id: str) -> Client | None:
+    """The open client with that id, or None (as codbex's ``getClient``)."""
+    return default_server().registry.client(client_id)
+
+
+getClients = clients
+getClient = client
+
+
+def broadcast(endpoint: str, message: Any) -> int:
+    """Send a message to every client of an endpoint; returns how many got it."""
+    return default_server().registry.get(endpoint).broadcast(message)
+
+
+def events(endpoint: str, since: int = 0) -> list[dict[str, Any]]:
+    """The endpoint's event log, oldest first, as dicts."""
+    return [event.as_dict() for event in default_server().registry.get(endpoint).log.since(since)]
+
+
+def load_descriptor(
+    path: str | Path, *, host: str | None = None, port: int | None = None
+) -> list[Endpoint]:
+    """Load a ``.websocket`` file, or every one under a folder, mount them and serve.
+
+    Every file is checked first; if any is broken, ``ProjectError`` lists all problems and
+    nothing is mounted.
+    """
+    loaded = load_project(path)
+    mounted = [mount(item.descriptor, item.handlers).endpoint for item in loaded]
+    start(host, port)
+    return mounted
+
+
+def export(name: str, directory: str | Path) -> Path:
+    """Write a mounted endpoint as ``DIR/NAME.websocket`` plus its handler module."""
+    found = default_server().registry.get(name)
+    return export_endpoint(found.descriptor, found.handlers.source, directory)

@@ -1,0 +1,239 @@
+"""The codbex ``*.websocket`` descriptor: its JSON Schema, validation and (de)serialisation.
+
+A descriptor says which endpoint name clients connect to and which handler module serves it.
+Validation collects every problem at once and names the offending property, so a user fixing a
+file sees all that is wrong in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import getpass
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+__all__ = [
+    "Descriptor",
+    "DescriptorError",
+    "check_endpoint_name",
+    "descriptor_schema",
+    "parse_timestamp",
+    "read_descriptor",
+]
+
+ENDPOINT_NAME_HINT = "letters, digits, '-', '_', '.'"
+TIMESTAMP_EXAMPLE = "2022-07-06T02:24:12+00:00"
+
+# ISO 8601 as people write it: the hour may have one digit and the offset may lack its colon,
+# as in the platform's own example "2022-07-06T2:24:12+0000".
+_TIMESTAMP = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:[T ](?P<hour>\d{1,2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
+    r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
+class DescriptorError(ValueError):
+    """A descriptor that cannot be used; ``problems`` holds one ``"property: what is wrong"`` each."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + problem for problem in problems))
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO 8601 timestamp, leniently; raise ValueError if it is not one."""
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an ISO 8601 timestamp")
+    parts = match.groupdict()
+    offset = parts["offset"]
+    tz = None
+    if offset == "Z":
+        tz = timezone.utc
+    elif offset:
+        digits = offset[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:4] or 0)
+        tz = timezone(timedelta(minutes=minutes if offset[0] == "+" else -minutes))
+    fraction = (parts["fraction"] or "0")[:6].ljust(6, "0")
+    return datetime(
+        int(parts["year"]),
+        int(parts["month"]),
+        int(parts["day"]),
+        int(parts["hour"] or 0),
+        int(parts["minute"] or 0),
+        int(parts["second"] or 0),
+        int(fraction),
+        tzinfo=tz,
+    )
+
+
+_format_checker = jsonschema.FormatChecker(formats=())
+
+
+@_format_checker.checks("iso8601-timestamp", raises=ValueError)
+def _is_timestamp(value: object) -> bool:
+    if isinstance(value, str):
+        parse_timestamp(value)
+    return True
+
+
+@cache
+def descriptor_schema() -> dict[str, Any]:
+    """The JSON Schema of a ``.websocket`` file, as shipped with the package."""
+    text = resources.files(__package__).joinpath("websocket.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = descriptor_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=_format_checker)
+
+
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    """Turn one jsonschema error into ``property: problem`` lines a person can act on."""
+    schema = descriptor_schema()
+    known = list(schema["properties"])
+    instance = error.instance
+    if not error.path:
+        if error.validator == "type":
+            return [f"expected a JSON object, got {type(instance).__name__}"]
+        if error.validator == "required":
+            missing = [name for name in error.validator_value if name not in instance]
+            return [f"{name}: missing (required)" for name in missing]
+        if error.validator == "additionalProperties":
+            lines = []
+            for name in sorted(set(instance) - set(known)):
+                hint = difflib.get_close_matches(name, known, n=1)
+                also = (
+                    f"did you mean '{hint[0]}'?" if hint else f"expected one of {', '.join(known)}"
+                )
+                lines.append(f"{name}: unknown property ({also})")
+            return lines
+        return [error.message]
+    name = str(error.path[0])
+    if error.validator == "type":
+        return [f"{name}: {instance!r} is not a string"]
+    if name == "endpoint" and error.validator == "pattern":
+        return [f"endpoint: {instance!r} is not a valid endpoint name ({ENDPOINT_NAME_HINT})"]
+    if error.validator == "minLength":
+        return [f"{name}: must not be empty"]
+    if error.validator == "format":
+        return [f"{name}: {instance!r} is not an ISO 8601 timestamp (e.g. {TIMESTAMP_EXAMPLE})"]
+    return [f"{name}: {error.message}"]
+
+
+def check_endpoint_name(name: object) -> str:
+    """Return ``name`` if clients can use it in a URL, else raise DescriptorError naming it."""
+    problems = [
+        line
+        for error in _validator().iter_errors({"endpoint": name, "handler": "-"})
+        for line in _describe(error)
+    ]
+    if problems:
+        raise DescriptorError(problems)
+    return name  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptor:
+    """One endpoint as the platform describes it (the six properties of a ``.websocket`` file)."""
+
+    endpoint: str
+    handler: str
+    location: str = ""
+    description: str = ""
+    created_by: str = ""
+    created_at: str = ""
+
+    @classmethod
+    def new(
+        cls,
+        endpoint: str,
+        handler: str,
+        *,
+        location: str = "",
+        description: str = "",
+        created_by: str | None = None,
+    ) -> Descriptor:
+        """A descriptor created now, by the current user unless ``created_by`` says otherwise."""
+        return cls.from_json(
+            {
+                "endpoint": endpoint,
+                "handler": handler,
+                "location": location,
+                "description": description,
+                "createdBy": created_by if created_by is not None else _user_name(),
+                "createdAt": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: Any, source: str | None = None) -> Descriptor:
+        """Validate parsed JSON against the schema; raise DescriptorError listing every problem."""
+        errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.path])
+        problems = [line for error in errors for line in _describe(error)]
+        if problems:
+            raise DescriptorError(problems, source)
+        return cls(
+            endpoint=data["endpoint"],
+            handler=data["handler"],
+            location=data.get("location", ""),
+            description=data.get("description", ""),
+            created_by=data.get("createdBy", ""),
+            created_at=data.get("createdAt", ""),
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """The descriptor as the platform writes it, properties in the artifact's order."""
+        return {
+            "location": self.location,
+            "handler": self.handler,
+            "endpoint": self.endpoint,
+            "description": self.description,
+            "createdBy": self.created_by,
+            "createdAt": self.created_at,
+        }
+
+    def replace(self, **changes: str) -> Descriptor:
+        return dataclasses.replace(self, **changes)
+
+
+def read_descriptor(path: str | Path) -> Descriptor:
+    """Read and validate one ``.websocket`` file; errors are prefixed with the file name."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as error:
+        raise DescriptorError(
+            [f"cannot read file: {error.strerror or error}"], str(path)
+        ) from error
+    except UnicodeDecodeError as error:
+        raise DescriptorError([f"not UTF-8 text ({error.reason})"], str(path)) from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        raise DescriptorError([problem], str(path)) from error
+    return Descriptor.from_json(data, source=str(path))
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry, as in some containers
+        return "unknown"

@@ -1,0 +1,94 @@
+"""A bounded log of what happened on an endpoint: opens, messages in and out, errors, closes.
+
+It is the single source that ``%websocket log`` and the live widgets read. Recording must stay
+cheap on the server's hot path, so an event is a plain tuple appended to a ``deque`` with a
+maximum length; readers turn tuples into :class:`Event` objects only when they ask. Every event
+gets a sequence number, so a reader can fetch only what is new since its last look, and the
+log counts what it had to drop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import NamedTuple
+
+__all__ = ["Event", "EventLog"]
+
+PREVIEW_CHARS = 120
+PREVIEW_BYTES = 48
+
+
+class Event(NamedTuple):
+    seq: int
+    time: float
+    kind: str  # "open", "in", "out", "error" or "close"
+    client: str
+    size: int
+    preview: str | bytes
+    detail: str  # the error text, or the close code and reason
+
+    def as_dict(self) -> dict[str, object]:
+        data = self._asdict()
+        if isinstance(self.preview, bytes):
+            data["preview"] = self.preview.hex(" ")
+            data["binary"] = True
+        else:
+            data["binary"] = False
+        return data
+
+
+class EventLog:
+    """The last ``capacity`` events of one endpoint, and a count of those dropped before them."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity: {capacity} is negative; use 0 to keep no events")
+        self._events: deque[tuple] = deque(maxlen=capacity)
+        self.total = 0  # events ever recorded; the next one gets this sequence number
+        self._cleared = 0  # events removed on purpose by clear(), not counted as dropped
+
+    @property
+    def capacity(self) -> int:
+        return self._events.maxlen or 0
+
+    @property
+    def dropped(self) -> int:
+        """How many events were recorded but pushed out of the buffer."""
+        return self.total - self._cleared - len(self._events)
+
+    def record(
+        self,
+        kind: str,
+        client: str,
+        size: int = 0,
+        preview: str | bytes = "",
+        detail: str = "",
+    ) -> None:
+        self._events.append((self.total, time.time(), kind, client, size, preview, detail))
+        self.total += 1
+
+    def message(self, kind: str, client: str, message: str | bytes) -> None:
+        """Record a message in or out: its size and its start, enough to recognise it."""
+        limit = PREVIEW_BYTES if message.__class__ is bytes else PREVIEW_CHARS
+        self._events.append(
+            (self.total, time.time(), kind, client, len(message), message[:limit], "")
+        )
+        self.total += 1
+
+    def since(self, seq: int = 0) -> list[Event]:
+        """Events numbered ``seq`` or later that are still in the buffer, oldest first."""
+        first = self.total - len(self._events)
+        skip = max(0, seq - first)
+        events = self._events
+        if skip:
+            return [Event._make(events[i]) for i in range(skip, len(events))]
+        return [Event._make(item) for item in events]
+
+    def clear(self) -> None:
+        """Forget the buffered events; sequence numbers and the total keep counting."""
+        self._cleared += len(self._events)
+        self._events.clear()
+
+    def __len__(self) -> int:
+        return len(self._events)

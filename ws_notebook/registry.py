@@ -1,0 +1,204 @@
+"""Endpoints by name: each a descriptor, its handlers, its clients and its event log.
+
+An :class:`Endpoint` is what stays put while a user iterates: redefining it swaps the handlers
+and descriptor in place, so connections that are already open carry on and get the new
+handlers' events from then on. It also runs the handlers, and is where a handler that raises
+is caught, logged and reported to ``on_error`` without disturbing anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from .connection import Client, ConnectionClosed
+from .descriptor import Descriptor, check_endpoint_name
+from .events import EventLog
+from .handlers import EVENT_NAMES, Handlers
+
+__all__ = ["DEFAULT_LOG_CAPACITY", "Endpoint", "Mounted", "Registry", "UnknownEndpoint"]
+
+logger = logging.getLogger("ws_notebook")
+
+DEFAULT_LOG_CAPACITY = 1000
+GOING_AWAY = 1001
+
+
+class UnknownEndpoint(KeyError):
+    """No endpoint of that name is mounted."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Endpoint:
+    """A mounted endpoint: it dispatches its connections' events to its current handlers."""
+
+    def __init__(
+        self, descriptor: Descriptor, handlers: Handlers, log_capacity: int = DEFAULT_LOG_CAPACITY
+    ) -> None:
+        self.descriptor = descriptor
+        self.handlers = handlers
+        self.log = EventLog(log_capacity)
+        self.clients: dict[str, Client] = {}
+        self.messages_in = 0  # over all connections, past and present
+        self.messages_out = 0
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.endpoint
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.name!r} {len(self.clients)} clients, handlers {self.handlers.defined}>"
+
+    def broadcast(self, message: Any) -> int:
+        """Send a message to every open client; returns how many it was sent to."""
+        sent = 0
+        for client in list(self.clients.values()):
+            try:
+                client.send(message)
+            except ConnectionClosed:
+                continue
+            sent += 1
+        return sent
+
+    def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
+        for client in list(self.clients.values()):
+            client.close(code, reason)
+
+    # --- called by the server for each connection event -------------------------------
+
+    def opened(self, client: Client) -> Any:
+        self.clients[client.id] = client
+        self.log.record("open", client.id, detail=client.remote_address)
+        handler = self.handlers.on_open
+        if handler is not None:
+            return self._run("open", handler, (client,), client)
+        return None
+
+    def received(self, message: str | bytes, client: Client) -> Any:
+        self.messages_in += 1
+        client.messages_in += 1
+        client.bytes_in += len(message)
+        self.log.message("in", client.id, message)
+        handler = self.handlers.on_message
+        if handler is not None:
+            return self._run("message", handler, (message, client), client)
+        return None
+
+    def closed(self, client: Client, code: int | None, reason: str | None) -> Any:
+        self.clients.pop(client.id, None)
+        detail = f"{code} {reason or ''}".strip() if code is not None else "no close code"
+        self.log.record("close", client.id, detail=detail)
+        handler = self.handlers.on_close
+        if handler is not None:
+            return self._run("close", handler, (client,), client)
+        return None
+
+    # --- running handlers ----------------------------------------------------------------
+
+    def _run(self, event: str, handler: Any, args: tuple, client: Client) -> Any:
+        """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await."""
+        try:
+            result = handler(*args)
+        except Exception as error:
+            self._failed(event, error, client)
+            return None
+        if result is None or not hasattr(result, "__await__"):
+            return None
+        return self._finish(event, result, client)
+
+    async def _finish(self, event: str, pending: Any, client: Client) -> None:
+        try:
+            await pending
+        except Exception as error:
+            await self._failed_async(event, error, client)
+
+    def _failed(self, event: str, error: Exception, client: Client) -> Any:
+        """Record a handler's exception and hand it to ``on_error``; the connection stays open."""
+        self._report(event, error, client)
+        on_error = self.handlers.on_error
+        if on_error is None or event == "error":
+            return None
+        return self._run("error", on_error, (error, client), client)
+
+    async def _failed_async(self, event: str, error: Exception, client: Client) -> None:
+        pending = self._failed(event, error, client)
+        if pending is not None:
+            await pending
+
+    def _report(self, event: str, error: Exception, client: Client) -> None:
+        name = EVENT_NAMES[event][0]
+        text = f"{name} raised {type(error).__name__}: {error}"
+        self.log.record("error", client.id, detail=text)
+        logger.error("endpoint %r, client %s: %s", self.name, client.id, text, exc_info=error)
+
+
+class Mounted(NamedTuple):
+    """What ``Registry.mount`` did: the endpoint, and the descriptor it replaced, if any."""
+
+    endpoint: Endpoint
+    replaced: Descriptor | None
+
+
+class Registry:
+    """The endpoints one server mounts, by name."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, Endpoint] = {}
+
+    def mount(
+        self, descriptor: Descriptor, handlers: Handlers, log_capacity: int | None = None
+    ) -> Mounted:
+        """Mount an endpoint, or swap the handlers of the one already mounted under that name."""
+        check_endpoint_name(descriptor.endpoint)
+        current = self._endpoints.get(descriptor.endpoint)
+        if current is None:
+            endpoint = Endpoint(descriptor, handlers, log_capacity or DEFAULT_LOG_CAPACITY)
+            self._endpoints[descriptor.endpoint] = endpoint
+            return Mounted(endpoint, None)
+        replaced = current.descriptor
+        current.descriptor = descriptor
+        current.handlers = handlers
+        if log_capacity is not None and log_capacity != current.log.capacity:
+            current.log = EventLog(log_capacity)
+        return Mounted(current, replaced)
+
+    def unmount(self, name: str, reason: str = "endpoint removed") -> Endpoint:
+        """Remove an endpoint; its clients are closed with 1001 (going away)."""
+        endpoint = self.get(name)
+        del self._endpoints[name]
+        endpoint.close_all(GOING_AWAY, reason)
+        return endpoint
+
+    def get(self, name: str) -> Endpoint:
+        try:
+            return self._endpoints[name]
+        except KeyError:
+            mounted = ", ".join(sorted(self._endpoints)) or "none"
+            raise UnknownEndpoint(f"no endpoint {name!r} (mounted: {mounted})") from None
+
+    def find(self, name: str) -> Endpoint | None:
+        return self._endpoints.get(name)
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return iter(list(self._endpoints.values()))
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._endpoints
+
+    def clients(self, endpoint: str | None = None) -> list[Client]:
+        """Open clients of one endpoint, or of all of them."""
+        endpoints = [self.get(endpoint)] if endpoint is not None else list(self)
+        return [client for e in endpoints for client in e.clients.values()]
+
+    def client(self, client_id: str) -> Client | None:
+        for endpoint in self._endpoints.values():
+            client = endpoint.clients.get(client_id)
+            if client is not None:
+                return client
+        return None
