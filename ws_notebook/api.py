@@ -95,9 +95,8 @@ def serve(
             description=description,
             created_by=created_by,
         )
-    mounted = mount(endpoint, handlers, log_capacity=log_capacity)
     start(host, port)
-    return mounted.endpoint
+    return mount(endpoint, handlers, log_capacity=log_capacity).endpoint
 
 
 def unmount(name: str) -> Endpoint:
@@ -166,9 +165,8 @@ def load_descriptor(
     nothing is mounted.
     """
     loaded = load_project(path)
-    mounted = [mount(item.descriptor, item.handlers).endpoint for item in loaded]
     start(host, port)
-    return mounted
+    return [mount(item.descriptor, item.handlers).endpoint for item in loaded]
 
 
 def export(name: str, directory: str | Path) -> Path:

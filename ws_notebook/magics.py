@@ -165,8 +165,8 @@ class WebSocketMagics(Magics):
             description=args.description,
             created_by=args.created_by,
         )
+        server = api.start(args.host, args.port)  # first: a busy port must not leave it mounted
         mounted = api.mount(descriptor, handlers, log_capacity=args.log_capacity)
-        server = api.start(args.host, args.port)
         url = server.url(args.name)
         defined = ", ".join(handlers.defined) or "none: only broadcast will reach clients"
         previous = mounted.replaced
