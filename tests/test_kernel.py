@@ -447,3 +447,18 @@ def test_unload_closes_clients_with_1001_frees_port_and_reload_works() -> None:
             assert ws.recv(timeout=5) == "again"
     finally:
         kernel.stop()
+
+
+def test_handler_error_is_shown_in_the_notebook(fresh: Kernel) -> None:
+    """Handler errors reach the notebook's output (the cell that started the server)."""
+    define(fresh, "%%websocket loud\ndef on_message(m, c):\n    raise ValueError('shown to the user')\n")
+    with connect(url_of(fresh, "loud")) as ws:
+        ws.send("x")
+        printed = ""
+        while "shown to the user" not in printed:
+            message = fresh.client.get_iopub_msg(timeout=10)
+            if message["msg_type"] == "stream" and message["content"]["name"] == "stderr":
+                printed += message["content"]["text"]
+    assert "ws_notebook: endpoint 'loud', client c" in printed
+    assert "on_message raised ValueError: shown to the user" in printed
+    assert "Traceback" in printed and "line 2, in on_message" in printed
