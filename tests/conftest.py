@@ -85,5 +85,9 @@ def kernel() -> Iterator[Kernel]:
 @pytest.fixture
 def fresh(kernel: Kernel) -> Iterator[Kernel]:
     """The module's kernel, with no endpoints left over from an earlier test."""
-    kernel.run("ws_notebook.reset()")
+    kernel.run(
+        "import ws_notebook.widgets\n"
+        "for panel in ws_notebook.widgets.panels(): panel.close()\n"
+        "ws_notebook.reset()"
+    )
     yield kernel

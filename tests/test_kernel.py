@@ -451,7 +451,10 @@ def test_unload_closes_clients_with_1001_frees_port_and_reload_works() -> None:
 
 def test_handler_error_is_shown_in_the_notebook(fresh: Kernel) -> None:
     """Handler errors reach the notebook's output (the cell that started the server)."""
-    define(fresh, "%%websocket loud\ndef on_message(m, c):\n    raise ValueError('shown to the user')\n")
+    define(
+        fresh,
+        "%%websocket loud\ndef on_message(m, c):\n    raise ValueError('shown to the user')\n",
+    )
     with connect(url_of(fresh, "loud")) as ws:
         ws.send("x")
         printed = ""

@@ -16,6 +16,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.display import display
 from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
@@ -25,6 +26,7 @@ from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
 from .server import SERVICE_PATH, V4_SERVICE_PATH, ServerError
+from .widgets import EndpointPanel, panels
 
 __all__ = ["WebSocketMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -47,6 +49,12 @@ def _cell_parser() -> MagicArgumentParser:
     )
     parser.add_argument("--port", type=int, default=None, help="port of the server (default: free)")
     parser.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
+    parser.add_argument(
+        "--no-panel",
+        dest="panel",
+        action="store_false",
+        help="do not display the live panel of connections and messages",
+    )
     parser.add_argument(
         "--log-capacity",
         dest="log_capacity",
@@ -85,6 +93,8 @@ def _line_parser() -> MagicArgumentParser:
     export = commands.add_parser("export", help="write NAME as DIR/NAME.websocket + handler module")
     export.add_argument("name")
     export.add_argument("directory")
+    monitor = commands.add_parser("monitor", help="live panel of NAME, or of every endpoint")
+    monitor.add_argument("name", nargs="?")
     return parser
 
 
@@ -183,6 +193,8 @@ class WebSocketMagics(Magics):
                 f"{args.name}: handlers updated in place ({defined}); "
                 f"{len(mounted.endpoint.clients)} open connections kept, at {url}"
             )
+        if args.panel:
+            display(EndpointPanel(args.name, origin=where))
 
     def _cell_reference(self) -> str:
         """Where a cell's endpoint comes from: its Jupyter cell id when the front end sends one."""
@@ -307,6 +319,11 @@ class WebSocketMagics(Magics):
                 f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {endpoint.descriptor.location or args.path})"
             )
 
+    def _monitor(self, args: Any) -> None:
+        if args.name is not None:
+            api.endpoint(args.name)  # an unknown name is an error, not an empty panel
+        display(EndpointPanel(args.name))
+
     def _export(self, args: Any) -> None:
         path = api.export(args.name, args.directory)
         print(f"{args.name}: wrote {path} and {path.with_suffix('.py')}")
@@ -339,6 +356,8 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext ws_notebook``: close every client with 1001, free the port, forget endpoints."""
     global _log_handler
+    for panel in panels():
+        panel.close()
     api.reset()
     if _log_handler is not None:
         logger = logging.getLogger("ws_notebook")

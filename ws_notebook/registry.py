@@ -42,7 +42,8 @@ class Endpoint:
         self.handlers = handlers
         self.log = EventLog(log_capacity)
         self.clients: dict[str, Client] = {}
-        self.messages_in = 0  # over all connections, past and present
+        self.connections = 0  # over the endpoint's life, open or closed since
+        self.messages_in = 0
         self.messages_out = 0
 
     @property
@@ -70,6 +71,7 @@ class Endpoint:
     # --- called by the server for each connection event -------------------------------
 
     def opened(self, client: Client) -> Any:
+        self.connections += 1
         self.clients[client.id] = client
         self.log.record("open", client.id, detail=client.remote_address)
         handler = self.handlers.on_open

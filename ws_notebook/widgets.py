@@ -1,0 +1,357 @@
+"""Live panels: an endpoint's connections and message log, updating while traffic flows.
+
+A panel never sits on the server's path. It reads the endpoint's event log on a timer (every
+200 ms by default), takes at most the last ``rows`` new events, and re-renders a bounded view,
+so the cost of an update does not grow with the traffic seen so far, and a burst of ten
+thousand messages costs the kernel one small widget update, not ten thousand.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as widgets
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from . import api
+from .events import Event
+from .registry import Endpoint
+
+__all__ = ["EndpointPanel", "panels"]
+
+ALL = None  # a panel with no endpoint name watches every endpoint
+BROADCAST = "all clients"
+RATE_WINDOW = 3.0  # seconds over which messages/s are averaged
+
+_STYLE = """
+<style>
+.wsnb-table { border-collapse: collapse; font-family: var(--jp-code-font-family, monospace);
+              font-size: 12px; width: 100%; }
+.wsnb-table th { text-align: left; border-bottom: 1px solid #ccc; padding: 1px 6px; }
+.wsnb-table td { padding: 1px 6px; white-space: pre; overflow: hidden; text-overflow: ellipsis;
+                 max-width: 40em; }
+.wsnb-error td { background: #fde2e1; color: #a4000f; }
+.wsnb-in td:nth-child(3) { color: #0b6e0b; }
+.wsnb-out td:nth-child(3) { color: #1a4fa0; }
+.wsnb-event td { color: #666; }
+</style>
+"""
+
+# The live panels, so that a newer panel for the same endpoint and origin retires the older.
+_live: dict[tuple[str | None, str], EndpointPanel] = {}
+
+
+def panels() -> list[EndpointPanel]:
+    """The panels currently updating."""
+    return list(_live.values())
+
+
+def _clock(timestamp: float) -> str:
+    return (
+        time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
+    )
+
+
+def _payload(event: Event) -> str:
+    if event.detail:
+        return event.detail
+    if isinstance(event.preview, bytes):
+        more = "…" if event.size > len(event.preview) else ""
+        return event.preview.hex(" ") + more
+    return event.preview + ("…" if event.size > len(event.preview) else "")
+
+
+def _table(columns: list[str], rows: Iterable[tuple[str, list[str]]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        f'<tr class="{css}">' + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+        for css, cells in rows
+    )
+    return f'{_STYLE}<table class="wsnb-table"><tr>{head}</tr>{body}</table>'
+
+
+class _Rate:
+    """Messages per second over the last few seconds, from samples of a growing counter."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, count: int) -> float:
+        samples = self._samples
+        samples.append((now, count))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        first_time, first_count = samples[0]
+        return (count - first_count) / (now - first_time) if now > first_time else 0.0
+
+
+class EndpointPanel(widgets.VBox):
+    """Header, counters, connections table, message log and send box for one endpoint (or all).
+
+    The panel stops updating when it is closed, and when a newer panel for the same endpoint
+    and origin (the defining cell, or ``%websocket monitor``) replaces it.
+    """
+
+    def __init__(
+        self,
+        name: str | None = ALL,
+        *,
+        origin: str = "monitor",
+        interval: float = 0.2,
+        rows: int = 200,
+    ) -> None:
+        self.name = name
+        self.rows = rows
+        self.updates = 0  # flushes that changed something, for tests and benchmarks
+        self._seen: dict[str, int] = {}  # endpoint name -> next event sequence number to read
+        self._log: deque[tuple[str, Event]] = deque(maxlen=rows)
+        self._rate_in, self._rate_out = _Rate(), _Rate()
+        self._log_changed = True
+
+        self.header = widgets.HTML()
+        self.counters = widgets.HTML()
+        self.connections = widgets.HTML()
+        self.log_view = widgets.HTML()
+        self.pause_button = widgets.ToggleButton(
+            description="Pause", icon="pause", tooltip="Pause the log"
+        )
+        self.clear_button = widgets.Button(
+            description="Clear", icon="trash", tooltip="Clear the log view"
+        )
+        self.filter_box = widgets.Text(
+            placeholder="filter: client id or text", continuous_update=True
+        )
+        self.target_menu = widgets.Dropdown(
+            options=[BROADCAST], description="to", layout={"width": "14em"}
+        )
+        self.message_box = widgets.Text(placeholder="message to send")
+        self.send_button = widgets.Button(
+            description="Send", icon="paper-plane", button_style="primary"
+        )
+        self.clear_button.on_click(lambda _: self._clear())
+        self.send_button.on_click(lambda _: self._send_message())
+        self.pause_button.observe(lambda _: self._log_view_changed(), "value")
+        self.filter_box.observe(lambda _: self._log_view_changed(), "value")
+        controls = widgets.HBox([self.pause_button, self.clear_button, self.filter_box])
+        sender = widgets.HBox([self.target_menu, self.message_box, self.send_button])
+        if name is ALL:
+            sender.layout.display = "none"  # sending needs one endpoint
+        super().__init__(
+            [self.header, self.counters, self.connections, controls, self.log_view, sender]
+        )
+        self.add_class("ws-notebook-panel")
+
+        previous = _live.pop((name, origin), None)
+        if previous is not None:
+            previous.close()
+        _live[(name, origin)] = self
+        self._key = (name, origin)
+        self._loop = IOLoop.current()
+        self._timer = PeriodicCallback(self.refresh, interval * 1000)
+        self._timer.start()
+        self.refresh()
+
+    # --- reading the core ---------------------------------------------------------------
+
+    def _endpoints(self) -> list[Endpoint]:
+        registry = api.default_server().registry
+        if self.name is ALL:
+            return list(registry)
+        found = registry.find(self.name)
+        return [found] if found is not None else []
+
+    def _take_new_events(self, endpoints: list[Endpoint]) -> None:
+        """Move new events into the bounded view: at most ``rows`` per endpoint per flush."""
+        fresh: list[tuple[str, Event]] = []
+        for endpoint in endpoints:
+            log = endpoint.log
+            start = max(self._seen.get(endpoint.name, 0), log.total - self.rows)
+            if start < log.total:
+                fresh.extend((endpoint.name, event) for event in log.since(start))
+            self._seen[endpoint.name] = log.total
+        if len(endpoints) > 1:
+            fresh.sort(key=lambda pair: pair[1].time)
+        if fresh:
+            self._log.extend(fresh)
+            self._log_changed = True
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """One flush: read what is new and update the widgets whose content changed."""
+        if self.comm is None:  # closed
+            self._timer.stop()
+            return
+        endpoints = self._endpoints()
+        self._take_new_events(endpoints)
+        changed = False
+        changed |= self._set(self.header, self._render_header(endpoints))
+        changed |= self._set(self.counters, self._render_counters(endpoints))
+        changed |= self._set(self.connections, self._render_connections(endpoints))
+        if self._log_changed and not self.pause_button.value:
+            changed |= self._set(self.log_view, self._render_log())
+            self._log_changed = False
+        self._update_targets(endpoints)
+        if changed:
+            self.updates += 1
+
+    def _set(self, widget: widgets.HTML, value: str) -> bool:
+        if widget.value == value:
+            return False
+        widget.value = value
+        return True
+
+    def _render_header(self, endpoints: list[Endpoint]) -> str:
+        server = api.default_server()
+        if self.name is ALL:
+            status = "serving" if server.running else "stopped"
+            where = f"{server.host}:{server.port}" if server.running else ""
+            return f"<b>All endpoints</b> — {len(endpoints)} mounted, {status} {where}"
+        if not endpoints:
+            return f"<b>{html.escape(self.name)}</b> — <i>not mounted</i>"
+        descriptor = endpoints[0].descriptor
+        status = "serving" if server.running else "stopped"
+        url = server.url(self.name) if server.running else ""
+        details = " · ".join(
+            html.escape(part)
+            for part in (
+                descriptor.description,
+                f"by {descriptor.created_by}" if descriptor.created_by else "",
+                descriptor.created_at,
+            )
+            if part
+        )
+        return (
+            f"<b>{html.escape(self.name)}</b> <code>{html.escape(url)}</code> "
+            f"<span>({status})</span><br><small>{details}</small>"
+        )
+
+    def _render_counters(self, endpoints: list[Endpoint]) -> str:
+        now = time.monotonic()
+        rate_in = self._rate_in.update(now, sum(e.messages_in for e in endpoints))
+        rate_out = self._rate_out.update(now, sum(e.messages_out for e in endpoints))
+        open_now = sum(len(e.clients) for e in endpoints)
+        total = sum(e.connections for e in endpoints)
+        dropped = sum(e.log.dropped for e in endpoints)
+        paused = " · <b>paused</b>" if self.pause_button.value else ""
+        return (
+            f"<small>connections: {open_now} open, {total} total · "
+            f"messages/s: {rate_in:.0f} in, {rate_out:.0f} out · "
+            f"log: {dropped} dropped{paused}</small>"
+        )
+
+    def _render_connections(self, endpoints: list[Endpoint]) -> str:
+        clients = [client for e in endpoints for client in e.clients.values()]
+        rows = [
+            (
+                "",
+                [
+                    c.id,
+                    c.endpoint,
+                    c.remote_address,
+                    _clock(c.opened_at),
+                    str(c.messages_in),
+                    str(c.messages_out),
+                    str(c.bytes_in),
+                    str(c.bytes_out),
+                    c.state,
+                ],
+            )
+            for c in clients[: self.rows]
+        ]
+        columns = [
+            "client",
+            "endpoint",
+            "remote",
+            "opened",
+            "in",
+            "out",
+            "bytes in",
+            "bytes out",
+            "state",
+        ]
+        more = (
+            f"<small>… and {len(clients) - self.rows} more</small>"
+            if len(clients) > self.rows
+            else ""
+        )
+        return _table(columns, rows) + more if clients else "<small>no open connections</small>"
+
+    def _render_log(self) -> str:
+        needle = self.filter_box.value.strip().lower()
+        rows = []
+        for name, event in self._log:
+            payload = _payload(event)
+            if needle and needle not in event.client.lower() and needle not in payload.lower():
+                continue
+            css = {"in": "wsnb-in", "out": "wsnb-out", "error": "wsnb-error"}.get(
+                event.kind, "wsnb-event"
+            )
+            size = str(event.size) if event.kind in ("in", "out") else ""
+            rows.append((css, [_clock(event.time), name, event.kind, event.client, size, payload]))
+        if not rows:
+            return (
+                "<small>no events yet</small>" if not needle else "<small>no events match</small>"
+            )
+        columns = ["time", "endpoint", "event", "client", "size", "payload / detail"]
+        return _table(columns, reversed(rows))  # newest first
+
+    def _update_targets(self, endpoints: list[Endpoint]) -> None:
+        options = [BROADCAST] + [c.id for e in endpoints for c in e.clients.values()][: self.rows]
+        if list(self.target_menu.options) != options:
+            current = self.target_menu.value
+            self.target_menu.options = options
+            self.target_menu.value = current if current in options else BROADCAST
+
+    # --- controls -------------------------------------------------------------------------
+
+    @property
+    def log_rows(self) -> list[dict[str, Any]]:
+        """The log rows the panel shows now (after the filter), newest last."""
+        needle = self.filter_box.value.strip().lower()
+        return [
+            {"endpoint": name, **event.as_dict()}
+            for name, event in self._log
+            if not needle or needle in event.client.lower() or needle in _payload(event).lower()
+        ]
+
+    def _log_view_changed(self) -> None:
+        self._log_changed = True
+        self.refresh()
+
+    def _clear(self) -> None:
+        self._log.clear()
+        self._log_view_changed()
+
+    def _send_message(self) -> None:
+        text = self.message_box.value
+        if not text or self.name is ALL:
+            return
+        target = self.target_menu.value
+        # Widget callbacks may arrive off the loop thread; the server is only touched on it.
+        self._loop.add_callback(self._deliver, text, target)
+        self.message_box.value = ""
+
+    def _deliver(self, text: str, target: str) -> None:
+        if target == BROADCAST:
+            api.broadcast(self.name, text)
+        else:
+            client = api.client(target)
+            if client is not None and client.open:
+                client.send(text)
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop updating and close the widgets."""
+        self._timer.stop()
+        if _live.get(self._key) is self:
+            del _live[self._key]
+        for child in self.children:
+            for grandchild in getattr(child, "children", ()):
+                grandchild.close()
+            child.close()
+        super().close()
