@@ -64,6 +64,8 @@ def parse_timestamp(text: str) -> datetime:
         tz = timezone.utc
     elif offset:
         digits = offset[1:].replace(":", "")
+        if int(digits[2:4] or 0) > 59:
+            raise ValueError(f"{text!r} has an offset with more than 59 minutes")
         minutes = int(digits[:2]) * 60 + int(digits[2:4] or 0)
         tz = timezone(timedelta(minutes=minutes if offset[0] == "+" else -minutes))
     fraction = (parts["fraction"] or "0")[:6].ljust(6, "0")
@@ -186,7 +188,8 @@ class Descriptor:
     def from_json(cls, data: Any, source: str | None = None) -> Descriptor:
         """Validate parsed JSON against the schema; raise DescriptorError listing every problem."""
         errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.path])
-        problems = [line for error in errors for line in _describe(error)]
+        # dict.fromkeys: one line per problem, though jsonschema may report it more than once.
+        problems = list(dict.fromkeys(line for error in errors for line in _describe(error)))
         if problems:
             raise DescriptorError(problems, source)
         return cls(
@@ -199,8 +202,8 @@ class Descriptor:
         )
 
     def to_json(self) -> dict[str, str]:
-        """The descriptor as the platform writes it, properties in the artifact's order."""
-        return {
+        """The descriptor as the platform writes it, in the artifact's order; unset ones left out."""
+        properties = {
             "location": self.location,
             "handler": self.handler,
             "endpoint": self.endpoint,
@@ -208,6 +211,7 @@ class Descriptor:
             "createdBy": self.created_by,
             "createdAt": self.created_at,
         }
+        return {name: value for name, value in properties.items() if value}
 
     def replace(self, **changes: str) -> Descriptor:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import inspect
 import linecache
+import traceback
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,6 +43,12 @@ def _adapt(name: str, function: Callable, offered: tuple[str, ...]) -> Callable:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature: offer everything
         return function
+    keyword_only = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise HandlerError(
+            f"{name}{inspect.signature(function)} needs keyword arguments {', '.join(keyword_only)}; "
+            f"it is called as {name}({', '.join(offered)})"
+        )
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(positional) == len(offered):
         return function
@@ -147,7 +154,20 @@ class Handlers:
             source = path.read_text("utf-8")
         except OSError as error:
             raise HandlerError(f"{path}: cannot read handler: {error.strerror or error}") from error
-        return cls.from_source(source, str(path))
+        except UnicodeDecodeError as error:
+            raise HandlerError(f"{path}: handler is not UTF-8 text ({error.reason})") from error
+        try:
+            return cls.from_source(source, str(path))
+        except HandlerError:
+            raise
+        except Exception as error:  # the module raised while it ran: say where
+            lines = [
+                f.lineno
+                for f in traceback.extract_tb(error.__traceback__)
+                if f.filename == str(path)
+            ]
+            where = f"{path}:{lines[-1]}" if lines else str(path)
+            raise HandlerError(f"{where}: {type(error).__name__}: {error}") from error
 
     @property
     def defined(self) -> list[str]:

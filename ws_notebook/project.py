@@ -52,19 +52,20 @@ def find_descriptors(path: str | Path) -> list[Path]:
     )
 
 
-def _workspace_roots(descriptor: Descriptor, path: Path, root: Path) -> list[Path]:
+def _workspace_roots(descriptor: Descriptor, path: Path, root: Path | None) -> list[Path]:
     """Folders a project-relative ``handler`` path may start from, most specific first.
 
     ``location`` (e.g. ``/my-project/websockets/myws.websocket``) says where the file sits in
     the workspace, so the part of the real path before it is the workspace root. Failing that,
-    each folder from the descriptor's own up to the loaded folder's parent is tried.
+    each folder from the descriptor's own up to the loaded folder's parent is tried (every
+    ancestor, when a single file was loaded).
     """
     roots: list[Path] = []
     location = PurePosixPath(descriptor.location.lstrip("/")) if descriptor.location else None
     absolute = path.resolve()
     if location and location.parts and absolute.parts[-len(location.parts) :] == location.parts:
         roots.append(absolute.parents[len(location.parts) - 1])
-    top = root.resolve().parent
+    top = root.resolve().parent if root is not None else None
     for folder in absolute.parents:
         roots.append(folder)
         if folder == top:
@@ -72,7 +73,7 @@ def _workspace_roots(descriptor: Descriptor, path: Path, root: Path) -> list[Pat
     return list(dict.fromkeys(roots))
 
 
-def resolve_handler(descriptor: Descriptor, path: Path, root: Path) -> Path:
+def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Path:
     """Find the handler module a descriptor names; ``.py`` is assumed when it has no extension."""
     relative = PurePosixPath(descriptor.handler.lstrip("/"))
     names = [relative] if relative.suffix in (".py", ".js") else [relative.with_suffix(".py")]
@@ -100,7 +101,7 @@ def load_project(path: str | Path) -> list[LoadedEndpoint]:
     files = find_descriptors(root)
     if not files:
         raise ProjectError([f"{root}: no *{SUFFIX} files found"])
-    root = root if root.is_dir() else root.parent
+    folder = root if root.is_dir() else None
     problems: list[str] = []
     loaded: list[LoadedEndpoint] = []
     seen: dict[str, Path] = {}
@@ -117,7 +118,7 @@ def load_project(path: str | Path) -> list[LoadedEndpoint]:
             continue
         seen[descriptor.endpoint] = file
         try:
-            handler_path = resolve_handler(descriptor, file, root)
+            handler_path = resolve_handler(descriptor, file, folder)
             handlers = Handlers.from_file(handler_path)
         except HandlerError as error:
             problems.append(str(error))
