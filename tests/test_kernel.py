@@ -27,7 +27,7 @@ def define(kernel: Kernel, cell: str) -> str:
 
 
 def url_of(kernel: Kernel, name: str) -> str:
-    return kernel.run(f"%websocket url {name}").results[0].strip("'")
+    return kernel.run(f"%websocket url {name}").stdout.splitlines()[0]
 
 
 def test_echo_text_and_binary(fresh: Kernel) -> None:
@@ -40,6 +40,23 @@ def test_echo_text_and_binary(fresh: Kernel) -> None:
         assert ws.recv(timeout=5) == "hello"
         ws.send(b"\x00\xffbinary")
         assert ws.recv(timeout=5) == b"\x00\xffbinary"
+
+
+def test_url_shows_direct_and_proxied_forms(fresh: Kernel) -> None:
+    define(fresh, ECHO)
+    lines = fresh.run("%websocket url echo").stdout.splitlines()
+    port = lines[0].split(":")[2].split("/")[0]
+    assert lines[1] == (
+        f"via Jupyter's proxy (JupyterHub, Binder): /proxy/{port}/websockets/service/echo "
+        "on the notebook's host"
+    )
+    fresh.run("import os; os.environ['JUPYTERHUB_SERVICE_PREFIX'] = '/user/demo/'")
+    try:
+        assert fresh.value("ws_notebook.proxy_path('echo')") == (
+            f"/user/demo/proxy/{port}/websockets/service/echo"
+        )
+    finally:
+        fresh.run("del os.environ['JUPYTERHUB_SERVICE_PREFIX']")
 
 
 def test_dirigible_v4_path_serves_the_same_endpoint(fresh: Kernel) -> None:

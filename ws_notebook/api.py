@@ -7,6 +7,7 @@ notebook or script needs. The names mirror codbex's ``websockets`` API where one
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "getClients",
     "load_descriptor",
     "mount",
+    "proxy_path",
     "reset",
     "serve",
     "start",
@@ -130,6 +132,17 @@ def url(name: str) -> str:
     server = default_server()
     server.registry.get(name)
     return server.url(name)
+
+
+def proxy_path(name: str) -> str:
+    """The path to the endpoint through Jupyter's proxy (JupyterHub, Binder), on the page's host.
+
+    The base URL comes from ``JUPYTERHUB_SERVICE_PREFIX``, which JupyterHub sets for the
+    notebook server and its kernels; a plain Jupyter serves at ``/``.
+    """
+    server = default_server()
+    server.registry.get(name)
+    return server.proxy_path(name, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
 
 
 def clients(endpoint: str | None = None) -> list[Client]:

@@ -21,6 +21,7 @@ from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
 from . import api
+from .browser import BrowserClient
 from .descriptor import Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
@@ -71,7 +72,7 @@ def _line_parser() -> MagicArgumentParser:
         dest="command", metavar="COMMAND", parser_class=MagicArgumentParser
     )
     commands.add_parser("list", help="table of endpoints")
-    url = commands.add_parser("url", help="the ws:// URL of an endpoint")
+    url = commands.add_parser("url", help="the ws:// URL of an endpoint, and its path via Jupyter")
     url.add_argument("name")
     stop = commands.add_parser(
         "stop", help="unmount NAME (clients closed, 1001), or stop the server"
@@ -93,6 +94,9 @@ def _line_parser() -> MagicArgumentParser:
     export = commands.add_parser("export", help="write NAME as DIR/NAME.websocket + handler module")
     export.add_argument("name")
     export.add_argument("directory")
+    browser = commands.add_parser("browser", help="a WebSocket client in this page, to NAME")
+    browser.add_argument("name")
+    browser.add_argument("--mode", choices=["auto", "direct", "proxy"], default="auto")
     monitor = commands.add_parser("monitor", help="live panel of NAME, or of every endpoint")
     monitor.add_argument("name", nargs="?")
     return parser
@@ -236,8 +240,14 @@ class WebSocketMagics(Magics):
         ]
         return Table(columns, rows)
 
-    def _url(self, args: Any) -> str:
-        return api.url(args.name)
+    def _url(self, args: Any) -> None:
+        print(api.url(args.name))
+        print(
+            f"via Jupyter's proxy (JupyterHub, Binder): {api.proxy_path(args.name)} on the notebook's host"
+        )
+
+    def _browser(self, args: Any) -> None:
+        display(BrowserClient(args.name, mode=args.mode))
 
     def _stop(self, args: Any) -> None:
         if args.name:

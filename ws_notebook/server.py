@@ -207,6 +207,10 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}{SERVICE_PATH}{name}"
 
+    def proxy_path(self, name: str, base_url: str = "/") -> str:
+        """The path a browser uses through jupyter-server-proxy, on the Jupyter page's own host."""
+        return f"{base_url.rstrip('/')}/proxy/{self.port}{SERVICE_PATH}{name}"
+
     def describe(self) -> list[dict[str, Any]]:
         """The endpoints as ``GET /websockets`` lists them."""
         return [

@@ -216,6 +216,9 @@ class EndpointPanel(widgets.VBox):
         descriptor = endpoints[0].descriptor
         status = "serving" if server.running else "stopped"
         url = server.url(self.name) if server.running else ""
+        proxied = (
+            f" · via Jupyter: <code>{html.escape(api.proxy_path(self.name))}</code>" if url else ""
+        )
         details = " · ".join(
             html.escape(part)
             for part in (
@@ -227,7 +230,7 @@ class EndpointPanel(widgets.VBox):
         )
         return (
             f"<b>{html.escape(self.name)}</b> <code>{html.escape(url)}</code> "
-            f"<span>({status})</span><br><small>{details}</small>"
+            f"<span>({status})</span>{proxied}<br><small>{details}</small>"
         )
 
     def _render_counters(self, endpoints: list[Endpoint]) -> str:

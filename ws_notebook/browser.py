@@ -1,0 +1,143 @@
+"""A WebSocket client that runs in the notebook page itself, for trying endpoints from a browser.
+
+The page may reach the kernel's port directly (a local Jupyter) or only through
+jupyter-server-proxy (JupyterHub, Binder: ``{base_url}proxy/{port}/...`` on the page's own host,
+``wss:`` when the page is ``https:``). The widget works out which from the page: it asks the
+proxy path for the server's ``GET /websockets`` listing first and falls back to the direct URL.
+"""
+
+from __future__ import annotations
+
+import anywidget
+import traitlets
+
+from . import api
+from .server import SERVICE_PATH, ServerError
+
+__all__ = ["BrowserClient"]
+
+_ESM = r"""
+const LOOPBACK = ["127.0.0.1", "localhost", "[::1]", "::1"];
+
+function jupyterBaseUrl() {
+  const config = document.getElementById("jupyter-config-data");
+  try { return JSON.parse(config.textContent).baseUrl || "/"; } catch (e) { return "/"; }
+}
+
+// Which URL reaches the kernel's server from this page: through Jupyter's proxy if it answers,
+// else straight to host:port (a local Jupyter, where the page is on loopback too).
+async function endpointUrl(model) {
+  const port = model.get("port"), path = model.get("path"), mode = model.get("mode");
+  const page = window.location;
+  const proxied = `${page.protocol === "https:" ? "wss:" : "ws:"}//${page.host}` +
+                  `${jupyterBaseUrl()}proxy/${port}${path}`;
+  const direct = `ws://${model.get("host")}:${port}${path}`;
+  if (mode === "direct") return direct;
+  if (mode === "proxy") return proxied;
+  try {
+    const listing = proxied.replace(/^ws/, "http").replace(/\/service\/[^/]+$/, "");
+    const answer = await fetch(listing, { credentials: "same-origin" });
+    if (answer.ok) return proxied;
+  } catch (e) { /* no proxy here */ }
+  return direct;
+}
+
+function render({ model, el }) {
+  el.classList.add("ws-notebook-browser-client");
+  el.innerHTML = `
+    <div class="wsnb-status">connecting…</div>
+    <div><input class="wsnb-input" placeholder="message" style="width: 60%">
+    <button class="wsnb-send">Send</button> <button class="wsnb-close">Close</button></div>
+    <ol class="wsnb-received" style="font-family: monospace; max-height: 16em; overflow: auto"></ol>`;
+  const status = el.querySelector(".wsnb-status");
+  const input = el.querySelector(".wsnb-input");
+  const list = el.querySelector(".wsnb-received");
+  let socket = null;
+
+  function show(text, kind) {
+    const item = document.createElement("li");
+    item.className = `wsnb-${kind}`;
+    item.textContent = text;
+    list.appendChild(item);
+    while (list.children.length > model.get("max_messages")) list.removeChild(list.firstChild);
+    list.scrollTop = list.scrollHeight;
+  }
+  function report(state, url) {
+    status.textContent = `${state}: ${url}`;
+    model.set("state", state);
+    model.set("url", url);
+    model.save_changes();
+  }
+  function send() {
+    if (!socket || socket.readyState !== WebSocket.OPEN || !input.value) return;
+    socket.send(input.value);
+    show(`→ ${input.value}`, "sent");
+    model.set("sent", model.get("sent") + 1);
+    model.save_changes();
+    input.value = "";
+  }
+
+  endpointUrl(model).then((url) => {
+    socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => report("open", url);
+    socket.onmessage = (event) => {
+      const text = typeof event.data === "string" ? event.data
+        : `<${event.data.byteLength} bytes>`;
+      show(`← ${text}`, "received");
+      model.set("received", model.get("received") + 1);
+      model.set("last_message", text);
+      model.save_changes();
+    };
+    socket.onclose = (event) => report(`closed (${event.code})`, url);
+  });
+  el.querySelector(".wsnb-send").onclick = send;
+  el.querySelector(".wsnb-close").onclick = () => socket && socket.close(1000, "closed by user");
+  input.onkeydown = (event) => { if (event.key === "Enter") send(); };
+  model.on("msg:custom", (message) => {
+    if (message.send !== undefined) { input.value = message.send; send(); }
+  });
+  return () => socket && socket.close(1001, "view removed");
+}
+export default { render };
+"""
+
+
+class BrowserClient(anywidget.AnyWidget):
+    """A ``WebSocket`` opened by the page to an endpoint, with a send box and received messages.
+
+    ``state``, ``url``, ``sent``, ``received`` and ``last_message`` are reported back by the page,
+    so a notebook (or a test) can see what the browser saw.
+    """
+
+    _esm = _ESM
+    endpoint = traitlets.Unicode().tag(sync=True)
+    host = traitlets.Unicode().tag(sync=True)
+    port = traitlets.Int().tag(sync=True)
+    path = traitlets.Unicode().tag(sync=True)
+    mode = traitlets.Enum(["auto", "direct", "proxy"], default_value="auto").tag(sync=True)
+    max_messages = traitlets.Int(200).tag(sync=True)
+    state = traitlets.Unicode("connecting").tag(sync=True)
+    url = traitlets.Unicode().tag(sync=True)
+    sent = traitlets.Int(0).tag(sync=True)
+    received = traitlets.Int(0).tag(sync=True)
+    last_message = traitlets.Unicode().tag(sync=True)
+
+    def __init__(self, endpoint: str, mode: str = "auto", **kwargs: object) -> None:
+        server = api.default_server()
+        server.registry.get(endpoint)  # an unknown name is an error now, not in the page
+        if not server.running:
+            raise ServerError("the server is stopped: %websocket start (or ws_notebook.start())")
+        host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
+        super().__init__(
+            endpoint=endpoint,
+            host=host,
+            port=server.port,
+            path=f"{SERVICE_PATH}{endpoint}",
+            mode=mode,
+            **kwargs,
+        )
+
+    def send_text(self, text: str) -> None:
+        """Type ``text`` into the page's send box and send it, as a person would."""
+        self.send({"send": text})
