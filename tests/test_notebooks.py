@@ -9,7 +9,24 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 # Text each notebook must print, showing it did its job rather than merely ran.
-EXPECTED = {"quickstart": ["welcome, c", "hello", "binary", "echo"]}
+EXPECTED = {
+    "quickstart": ["welcome, c", "hello", "binary", "echo"],
+    "chat-room": [
+        "* ada joined",
+        "ada: hello, Grace",
+        "grace: hi Ada!",
+        "the notebook says hello too",
+    ],
+    "live-data": ["history on connect:", "live: {'n':", "points sent"],
+    "codbex-project": [
+        "Hello c",
+        "my-websocket received: hello codbex",
+        "'most_common': [['to', 2], ['be', 2], ['or', 1]]",
+        "bad.websocket: endpoint: 'my ws' is not a valid endpoint name",
+        '"handler": "exported-project/shout.py"',
+        "EXPORTED AND BACK",
+    ],
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
