@@ -7,6 +7,7 @@ notebook or script needs. The names mirror codbex's ``websockets`` API where one
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "export",
     "getClient",
     "getClients",
+    "jupyter_base_url",
     "load_descriptor",
     "mount",
     "proxy_path",
@@ -134,15 +136,33 @@ def url(name: str) -> str:
     return server.url(name)
 
 
-def proxy_path(name: str) -> str:
-    """The path to the endpoint through Jupyter's proxy (JupyterHub, Binder), on the page's host.
+def jupyter_base_url() -> str:
+    """The base URL of the Jupyter server this kernel belongs to ("/" when unknown).
 
-    The base URL comes from ``JUPYTERHUB_SERVICE_PREFIX``, which JupyterHub sets for the
-    notebook server and its kernels; a plain Jupyter serves at ``/``.
+    JupyterHub tells kernels in ``JUPYTERHUB_SERVICE_PREFIX``. A plain Jupyter server does not,
+    but it starts kernels with ``JPY_PARENT_PID`` set to its own process id, and describes itself
+    in ``jpserver-PID.json`` in the Jupyter runtime folder.
     """
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:
+        return prefix
+    server_pid = os.environ.get("JPY_PARENT_PID")
+    if server_pid:
+        try:
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            info = Path(jupyter_runtime_dir(), f"jpserver-{server_pid}.json").read_text("utf-8")
+            return json.loads(info).get("base_url") or "/"
+        except (ImportError, OSError, ValueError):
+            pass
+    return "/"
+
+
+def proxy_path(name: str) -> str:
+    """The path to the endpoint through jupyter-server-proxy, on the notebook page's own host."""
     server = default_server()
     server.registry.get(name)
-    return server.proxy_path(name, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
+    return server.proxy_path(name, jupyter_base_url())
 
 
 def clients(endpoint: str | None = None) -> list[Client]:

@@ -1,0 +1,212 @@
+"""A real JupyterLab and a real browser for tests: start, open a notebook, run it, stop.
+
+``JupyterServer`` runs ``jupyter lab`` from the interpreter running the tests (so its kernels see
+this checkout's ``ws_notebook``) on loopback with a random token. ``chromium_page`` drives
+Debian's Chromium through Playwright, which cannot download its own browser here. Both are kept
+free of this project's specifics so other tests (a Binder-like one with a ``base_url`` and
+jupyter-server-proxy) can reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import Page, expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+# --headless, --no-sandbox (we may run as root) and --disable-gpu make it start in a container;
+# the rest stop Chromium's own background traffic, which floods a closed network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the server is told not to retry others if it is taken)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class JupyterServer:
+    """``jupyter lab`` on 127.0.0.1, serving ``root_dir``; use it as a context manager.
+
+    Its ``python3`` kernels run on ``sys.executable`` too (jupyter_client maps the kernelspec's
+    ``python`` to the server's interpreter), so they import this checkout's packages.
+
+    Jupyter's config, runtime, settings and workspace folders are private to this server (under
+    ``state_dir``), so neither the user's setup nor an earlier run changes what the page shows.
+    The server's output goes to ``state_dir/jupyter.log``, quoted when it fails to start.
+    """
+
+    def __init__(
+        self,
+        root_dir: Path,
+        state_dir: Path,
+        base_url: str = "/",
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 60,
+    ) -> None:
+        self.root_dir = Path(root_dir)
+        self.state_dir = Path(state_dir)
+        self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.log_path = self.state_dir / "jupyter.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
+
+    def url(self, path: str = "", token: bool = True) -> str:
+        """``path`` under the server's base URL, with ``?token=`` to log in a browser."""
+        url = self.root_url + path.lstrip("/")
+        return f"{url}{'&' if '?' in url else '?'}token={self.token}" if token else url
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for variable, folder in {
+            "JUPYTER_CONFIG_DIR": "config",
+            "JUPYTER_RUNTIME_DIR": "runtime",
+            "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
+            "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
+        }.items():
+            env[variable] = str(self.state_dir / folder)
+        return env
+
+    def _quiet_settings(self) -> None:
+        """No "get Jupyter news?" toast and no update check: they cover the page, need network."""
+        folder = self.state_dir / "lab-settings" / "@jupyterlab" / "apputils-extension"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = {"fetchNews": "false", "checkForUpdates": False}
+        (folder / "notification.jupyterlab-settings").write_text(json.dumps(settings))
+
+    def start(self) -> JupyterServer:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._quiet_settings()
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.base_url={self.base_url}",
+            f"--ServerApp.root_dir={self.root_dir}",
+            f"--IdentityProvider.token={self.token}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+            *self.extra_args,
+        ]
+        with open(self.log_path, "wb") as log:
+            # A session of its own, so a last-resort kill also reaches the kernels it started.
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.root_dir,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_answering()
+        return self
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        status = self.url("api/status")
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited ({self.process.returncode}):\n{self.log()}")
+            try:
+                with urllib.request.urlopen(status, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"jupyter lab did not answer in {self.startup_timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM lets Jupyter shut its kernels down; kill the whole session if it hangs."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+
+    def __enter__(self) -> JupyterServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 1200) -> Iterator[Page]:
+    """A fresh page in headless Debian Chromium; never ``playwright install``'s browser."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def open_notebook(page: Page, server: JupyterServer, path: str, timeout: float = 60) -> None:
+    """Open ``path`` (relative to the server's root) in JupyterLab and wait for an idle kernel.
+
+    Logging in with ``?token=`` sets Jupyter's cookie, so the page's own API calls work. Cells
+    run before the kernel is connected are silently skipped, so wait for the status bar's
+    "<kernel> | Idle": the toolbar's execution indicator says "idle" already before the kernel
+    even starts ("No Kernel | Initializing").
+    """
+    page.goto(server.url(f"lab/tree/{path}"), timeout=timeout * 1000)
+    expect(page.locator(".jp-Notebook")).to_be_visible(timeout=timeout * 1000)
+    kernel_idle = page.locator(
+        ".jp-StatusBar-TextItem", has_text=re.compile(r"^(?!No Kernel).+ \| Idle$")
+    )
+    expect(kernel_idle).to_have_count(1, timeout=timeout * 1000)
+
+
+def run_all_cells(page: Page) -> None:
+    """Run > Run All Cells, through the menu bar as a user would (works on any server setup)."""
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def wait_for_text(page: Page, text: str, timeout: float = 30) -> None:
+    """Wait until ``text`` is visible somewhere in the page."""
+    expect(page.get_by_text(text).first).to_be_visible(timeout=timeout * 1000)

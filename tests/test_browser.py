@@ -1,0 +1,121 @@
+"""The live panel in a real JupyterLab page, in headless Chromium.
+
+The kernel-side tests check the panel's widget values; this one checks that a browser actually
+renders them: a notebook defines an echo endpoint and talks to it, and the page must show the
+panel's rows. It also opens a WebSocket from the Jupyter page itself, which proves the origin
+policy lets a local Jupyter page connect. The last screenshot is kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from playwright.sync_api import expect
+
+from .jupyter_server import (
+    CHROMIUM,
+    JupyterServer,
+    chromium_page,
+    open_notebook,
+    run_all_cells,
+    wait_for_text,
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
+    ),
+    pytest.mark.timeout(180),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "test-artifacts" / "browser-panel.png"
+KERNEL_TEXT = "hello-from-browser-test"
+PAGE_TEXT = "hello-from-the-page"
+SECONDS = 1000  # Playwright counts milliseconds
+
+CELLS = [
+    "%load_ext ws_notebook\nimport websockets\nimport ws_notebook",
+    '%%websocket echo --description "Echo for the browser test"\n'
+    "def on_message(message, client):\n"
+    "    client.send(message)",
+    # A cell that awaits lets the kernel's loop serve the connection it opens.
+    'async with websockets.connect(ws_notebook.url("echo")) as ws:\n'
+    f'    await ws.send("{KERNEL_TEXT}")\n'
+    "    reply = await ws.recv()\n"
+    'print("kernel client got:", reply)',
+]
+
+# Runs in the page: connect, send, return the echo; the socket stays open for the panel to show.
+ECHO_FROM_PAGE = """
+async ([url, text]) => {
+  const ws = new WebSocket(url);
+  const timeout = (what) => new Promise((_, fail) =>
+    setTimeout(() => fail(new Error(`no ${what} within 10 s`)), 10000));
+  const opened = new Promise((ok, fail) => {
+    ws.onopen = ok;
+    ws.onerror = () => fail(new Error(`cannot connect to ${url} from ${location.origin}`));
+  });
+  await Promise.race([opened, timeout("open")]);
+  const reply = new Promise((ok) => { ws.onmessage = (event) => ok(event.data); });
+  ws.send(text);
+  window.wsnbTestSocket = ws;
+  return await Promise.race([reply, timeout("echo")]);
+}
+"""
+
+
+def write_notebook(path: Path) -> None:
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in CELLS],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(notebook, path)
+
+
+def test_panel_renders_in_jupyterlab(tmp_path: Path) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "echo.ipynb")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    with (
+        JupyterServer(notebooks, tmp_path / "jupyter") as server,
+        chromium_page() as page,
+    ):
+        try:
+            open_notebook(page, server, "echo.ipynb")
+            run_all_cells(page)
+
+            # The kernel's own client got its echo, and the panel logged both directions.
+            wait_for_text(page, f"kernel client got: {KERNEL_TEXT}", timeout=60)
+            panel = page.locator(".ws-notebook-panel")
+            expect(panel).to_have_count(1, timeout=10 * SECONDS)
+            expect(panel.locator("tr.wsnb-in", has_text=KERNEL_TEXT)).to_be_visible(
+                timeout=10 * SECONDS
+            )
+            expect(panel.locator("tr.wsnb-out", has_text=KERNEL_TEXT)).to_be_visible()
+            expect(panel).to_contain_text("Echo for the browser test")
+
+            # A WebSocket opened by the Jupyter page itself (a loopback http:// origin) echoes.
+            url = panel.locator("code", has_text=re.compile(r"^ws://")).inner_text()
+            assert url.endswith("/websockets/service/echo"), url
+            assert page.evaluate(ECHO_FROM_PAGE, [url, PAGE_TEXT]) == PAGE_TEXT
+
+            # While that socket is open, the connections table has its row, and the log its text.
+            connections = panel.locator(".wsnb-table").filter(
+                has=page.get_by_role("columnheader", name="bytes in")
+            )
+            row = connections.locator("tr", has_text="127.0.0.1")
+            expect(row).to_have_count(1, timeout=10 * SECONDS)
+            expect(row).to_contain_text("open")
+            expect(panel).to_contain_text("1 open, 2 total")
+            expect(panel.locator("tr.wsnb-in", has_text=PAGE_TEXT)).to_be_visible()
+            expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+        finally:
+            page.screenshot(path=SCREENSHOT, full_page=True)
