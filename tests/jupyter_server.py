@@ -52,7 +52,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class JupyterServer:
     """``jupyter lab`` on 127.0.0.1, serving ``root_dir``; use it as a context manager.
 
-    Its ``python3`` kernels run on ``sys.executable`` too (jupyter_client maps the kernelspec's
+    It runs on ``python`` (default: the interpreter running the tests). Its ``python3`` kernels run
+    on that interpreter too (jupyter_client maps the kernelspec's
     ``python`` to the server's interpreter), so they import this checkout's packages.
 
     Jupyter's config, runtime, settings and workspace folders are private to this server (under
@@ -67,7 +68,9 @@ class JupyterServer:
         base_url: str = "/",
         extra_args: Sequence[str] = (),
         startup_timeout: float = 60,
+        python: str = sys.executable,
     ) -> None:
+        self.python = python
         self.root_dir = Path(root_dir)
         self.state_dir = Path(state_dir)
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -109,7 +112,7 @@ class JupyterServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._quiet_settings()
         command = [
-            sys.executable,
+            self.python,
             "-m",
             "jupyterlab",
             "--no-browser",

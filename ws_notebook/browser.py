@@ -48,10 +48,10 @@ function render({ model, el }) {
     <div class="wsnb-status">connecting…</div>
     <div><input class="wsnb-input" placeholder="message" style="width: 60%">
     <button class="wsnb-send">Send</button> <button class="wsnb-close">Close</button></div>
-    <ol class="wsnb-received" style="font-family: monospace; max-height: 16em; overflow: auto"></ol>`;
+    <ol class="wsnb-messages" style="font-family: monospace; max-height: 16em; overflow: auto"></ol>`;
   const status = el.querySelector(".wsnb-status");
   const input = el.querySelector(".wsnb-input");
-  const list = el.querySelector(".wsnb-received");
+  const list = el.querySelector(".wsnb-messages");
   let socket = null;
 
   function show(text, kind) {

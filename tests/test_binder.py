@@ -1,0 +1,122 @@
+"""Binder, reproduced on this machine: what ``binder/requirements.txt`` installs, behind a base URL.
+
+A fresh virtual environment gets exactly ``binder/requirements.txt`` (installed from the
+repository root, as repo2docker does), ``jupyter lab`` runs with a token and JupyterHub's kind of
+``base_url``, and headless Chromium runs the quickstart and chat notebooks. The page's own
+WebSocket client must reach the kernel's endpoint through ``/user/demo/proxy/PORT/...`` (as on
+Binder, where nothing else reaches the kernel's port), and the round trip must show in the page
+and in the kernel's event log (the live panel renders it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .jupyter_server import CHROMIUM, JupyterServer, chromium_page, open_notebook, run_all_cells
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
+    ),
+    pytest.mark.timeout(600),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+BASE_URL = "/user/demo/"
+SECONDS = 1000  # Playwright counts milliseconds
+PROXIED = re.compile(r"^open: ws://127\.0\.0\.1:\d+/user/demo/proxy/\d+/websockets/service/")
+
+
+@pytest.fixture(scope="module")
+def binder_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new virtual environment with exactly what Binder would install."""
+    venv = tmp_path_factory.mktemp("binder") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = [python, "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"]
+    subprocess.run(install, cwd=ROOT, check=True, timeout=480)
+    return python
+
+
+@pytest.fixture(scope="module")
+def jupyter(
+    binder_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
+    """JupyterLab from the Binder environment, on the repository's notebooks (copied)."""
+    root = tmp_path_factory.mktemp("binder-root")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    with JupyterServer(
+        root, tmp_path_factory.mktemp("jupyter"), base_url=BASE_URL, python=binder_python
+    ) as server:
+        yield server
+
+
+def browser_client(page: Page, nth: int = 0):
+    return page.locator(".ws-notebook-browser-client").nth(nth)
+
+
+def send_from_page(client, text: str) -> None:
+    client.locator(".wsnb-input").fill(text)
+    client.locator(".wsnb-input").press("Enter")
+
+
+def test_quickstart_round_trip_through_the_proxy(jupyter: JupyterServer) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium_page() as page:
+        try:
+            open_notebook(page, jupyter, "notebooks/quickstart.ipynb")
+            run_all_cells(page)
+            client = browser_client(page)
+            status = client.locator(".wsnb-status")
+            expect(status).to_have_text(PROXIED, timeout=90 * SECONDS)
+            expect(client.locator("li.wsnb-received").first).to_contain_text(
+                "welcome, c", timeout=10 * SECONDS
+            )
+
+            send_from_page(client, "hello-through-the-proxy")
+            expect(
+                client.locator("li.wsnb-received", has_text="hello-through-the-proxy")
+            ).to_have_count(1, timeout=10 * SECONDS)
+            # The kernel's event log, as the live panel renders it: in and out, with the text.
+            panel = page.locator(".ws-notebook-panel").first
+            for direction in ("in", "out"):
+                row = panel.locator(f"tr.wsnb-{direction}", has_text="hello-through-the-proxy")
+                expect(row).to_have_count(1, timeout=10 * SECONDS)
+            # The panel advertises the proxied path under Jupyter's base URL.
+            expect(panel).to_contain_text(
+                re.compile(r"via Jupyter: /user/demo/proxy/\d+/websockets/service/echo")
+            )
+            expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+        finally:
+            page.screenshot(path=ARTIFACTS / "binder-quickstart.png", full_page=True)
+
+
+def test_chat_room_from_the_page(jupyter: JupyterServer) -> None:
+    with chromium_page() as page:
+        try:
+            open_notebook(page, jupyter, "notebooks/chat-room.ipynb")
+            run_all_cells(page)
+            client = browser_client(page)
+            expect(client.locator(".wsnb-status")).to_have_text(PROXIED, timeout=90 * SECONDS)
+            send_from_page(client, "hi from the browser")
+            # The room broadcasts it back, with the sender's client id as its name.
+            echoed = client.locator(
+                "li.wsnb-received", has_text=re.compile(r"c\d+: hi from the browser")
+            )
+            expect(echoed).to_have_count(1, timeout=10 * SECONDS)
+            panel = page.locator(".ws-notebook-panel").first
+            expect(panel.locator("tr.wsnb-in", has_text="hi from the browser")).to_have_count(
+                1, timeout=10 * SECONDS
+            )
+        finally:
+            page.screenshot(path=ARTIFACTS / "binder-chat.png", full_page=True)
