@@ -164,3 +164,23 @@ async def test_origin_policy(server: Server) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         await websockets.connect(url, origin="https://evil.example")
     assert refused.value.response.status_code == 403
+
+
+async def test_send_from_another_thread_is_handed_to_the_loop(server: Server) -> None:
+    endpoint = mount(server, "threads")
+    async with websockets.connect(server.url("threads")) as ws:
+        while not endpoint.clients:
+            await asyncio.sleep(0.01)
+        client = next(iter(endpoint.clients.values()))
+
+        def worker() -> None:
+            for i in range(3):
+                ws_notebook.Endpoint.broadcast(endpoint, f"from a thread {i}")
+            client.close(4001, "done")
+
+        await asyncio.to_thread(worker)
+        assert [await ws.recv() for _ in range(3)] == [f"from a thread {i}" for i in range(3)]
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4001
+    assert [e.kind for e in endpoint.log.since()].count("out") == 3

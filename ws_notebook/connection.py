@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 if TYPE_CHECKING:
@@ -47,6 +50,9 @@ class Client:
     def __init__(self, socket: WebSocketHandler, endpoint: Endpoint) -> None:
         self._socket = socket
         self._endpoint = endpoint
+        # Created on the server's loop thread; sends from other threads are handed over to it.
+        self._loop = IOLoop.current()
+        self._thread = threading.get_ident()
         request = socket.request
         self.id = f"c{next(_ids)}"
         self.endpoint = endpoint.name
@@ -75,8 +81,14 @@ class Client:
     def send(self, message: Any) -> Any:
         """Send a message; returns an awaitable that resolves once it is written out.
 
-        Awaiting it is optional; it is the way to respect a slow reader's pace.
+        Awaiting it is optional; it is the way to respect a slow reader's pace. Called from
+        another thread (a computation running in a thread, say), the send is handed over to the
+        server's loop and None is returned.
         """
+        if threading.get_ident() != self._thread:
+            frame = _frame(message)  # a bad type is the caller's error, raised here
+            self._loop.add_callback(self._send_on_loop, frame)
+            return None
         frame = _frame(message)
         if self.closed_at is not None:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed")
@@ -90,8 +102,15 @@ class Client:
         self._endpoint.log.message("out", self.id, frame)
         return written
 
+    def _send_on_loop(self, frame: str | bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):  # closed while the message was on its way
+            self.send(frame)
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; ``on_close`` runs when it completes."""
+        if threading.get_ident() != self._thread:
+            self._loop.add_callback(self._socket.close, code, reason)
+            return
         self._socket.close(code, reason)
 
     def __repr__(self) -> str:

@@ -324,7 +324,7 @@ class EndpointPanel(widgets.VBox):
 
     def _log_view_changed(self) -> None:
         self._log_changed = True
-        self.refresh()
+        self._loop.add_callback(self.refresh)  # the control may be changed from any thread
 
     def _clear(self) -> None:
         self._log.clear()
