@@ -48,11 +48,15 @@ def binder_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     return python
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def jupyter(
     binder_python: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterServer]:
-    """JupyterLab from the Binder environment, on the repository's notebooks (copied)."""
+    """JupyterLab from the Binder environment, on the repository's notebooks (copied).
+
+    One server per test: a fresh JupyterLab workspace, so no tab of an earlier test is open
+    (its widgets would match the locators, and its kernel status would fool the wait for idle).
+    """
     root = tmp_path_factory.mktemp("binder-root")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     with JupyterServer(
@@ -66,6 +70,8 @@ def browser_client(page: Page, nth: int = 0):
 
 
 def send_from_page(client, text: str) -> None:
+    # JupyterLab only renders the cells near the viewport: bring the widget into view first.
+    client.scroll_into_view_if_needed()
     client.locator(".wsnb-input").fill(text)
     client.locator(".wsnb-input").press("Enter")
 

@@ -43,7 +43,7 @@ from .events import Event, EventLog
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import Endpoint, Registry, UnknownEndpoint
-from .server import Server, ServerError
+from .server import Limits, Server, ServerError
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ __all__ = [
     "EventLog",
     "HandlerError",
     "Handlers",
+    "Limits",
     "ProjectError",
     "Registry",
     "Server",

@@ -7,8 +7,10 @@ notebook or script needs. The names mirror codbex's ``websockets`` API where one
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from .descriptor import Descriptor
 from .handlers import Handlers
 from .project import export_endpoint, load_project
 from .registry import Endpoint, Mounted
-from .server import Server, ServerError
+from .server import Limits, Server, ServerError
 
 __all__ = [
     "broadcast",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 _server: Server | None = None
+_stop_at_exit_registered = False
 
 
 def default_server() -> Server:
@@ -53,17 +56,47 @@ def default_server() -> Server:
     return _server
 
 
-def start(host: str | None = None, port: int | None = None) -> Server:
-    """Start the server if it is not running; a different host or port than it runs on is an error."""
+def start(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    token: str | None = None,
+    limits: Limits | None = None,
+    allowed_origins: Iterable[str] | None = None,
+) -> Server:
+    """Start the server if it is not running, with these settings for a stopped one.
+
+    A running server is left as it is; asking it for another address or other settings is an
+    error that says to stop it first. ``token="auto"`` generates a token. Endpoints stay mounted
+    across a stop and start.
+    """
+    global _server, _stop_at_exit_registered
     server = default_server()
+    security = {"certfile": certfile, "keyfile": keyfile, "token": token, "limits": limits}
+    wanted = {name: value for name, value in security.items() if value is not None}
+    if allowed_origins is not None:
+        wanted["allowed_origins"] = allowed_origins
     if server.running:
-        if (host is not None and host != server.host) or (port not in (None, 0, server.port)):
+        if (
+            (host is not None and host != server.host)
+            or (port not in (None, 0, server.port))
+            or wanted
+        ):
             raise ServerError(
-                f"the server already runs on {server.host}:{server.port}; to move it, stop it "
-                "first (%websocket stop, or ws_notebook.stop()) and start it on the new address"
+                f"the server already runs on {server.host}:{server.port}; to change its address "
+                "or settings, stop it first (%websocket stop, or ws_notebook.stop())"
             )
         return server
+    if wanted:
+        _server = server = Server(server.registry, server.host, server.port, **wanted)
     server.start(host, port)
+    if not _stop_at_exit_registered:
+        # A kernel that shuts down closes its clients with 1001 (going away): the close
+        # frames are written straight to the sockets, with no loop needed.
+        atexit.register(stop)
+        _stop_at_exit_registered = True
     return server
 
 
@@ -129,11 +162,14 @@ def endpoints() -> list[Endpoint]:
     return list(default_server().registry)
 
 
-def url(name: str) -> str:
-    """The ``ws://`` URL of a mounted endpoint."""
+def url(name: str, with_token: bool = False) -> str:
+    """The ``ws://`` (or ``wss://``) URL of a mounted endpoint.
+
+    ``with_token=True`` adds the server's ``?token=``: for a client to use, never to display.
+    """
     server = default_server()
     server.registry.get(name)
-    return server.url(name)
+    return server.url(name, with_token=with_token)
 
 
 def jupyter_base_url() -> str:

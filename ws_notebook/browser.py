@@ -27,15 +27,18 @@ function jupyterBaseUrl() {
 // Which URL reaches the kernel's server from this page: through Jupyter's proxy if it answers,
 // else straight to host:port (a local Jupyter, where the page is on loopback too).
 async function endpointUrl(model) {
-  const port = model.get("port"), path = model.get("path"), mode = model.get("mode");
+  const port = model.get("port"), mode = model.get("mode");
+  let path = model.get("path");
   const page = window.location;
+  const token = model.get("token");
+  if (token) path += `?token=${encodeURIComponent(token)}`;
   const proxied = `${page.protocol === "https:" ? "wss:" : "ws:"}//${page.host}` +
                   `${jupyterBaseUrl()}proxy/${port}${path}`;
-  const direct = `ws://${model.get("host")}:${port}${path}`;
+  const direct = `${model.get("scheme")}://${model.get("host")}:${port}${path}`;
   if (mode === "direct") return direct;
   if (mode === "proxy") return proxied;
   try {
-    const listing = proxied.replace(/^ws/, "http").replace(/\/service\/[^/]+$/, "");
+    const listing = proxied.replace(/^ws/, "http").replace(/\/service\/[^/?]+/, "");
     const answer = await fetch(listing, { credentials: "same-origin" });
     if (answer.ok) return proxied;
   } catch (e) { /* no proxy here */ }
@@ -63,9 +66,10 @@ function render({ model, el }) {
     list.scrollTop = list.scrollHeight;
   }
   function report(state, url) {
-    status.textContent = `${state}: ${url}`;
+    const shown = url.replace(/token=[^&]+/, "token=***");  // never display the token
+    status.textContent = `${state}: ${shown}`;
     model.set("state", state);
-    model.set("url", url);
+    model.set("url", shown);
     model.save_changes();
   }
   function send() {
@@ -115,6 +119,8 @@ class BrowserClient(anywidget.AnyWidget):
     host = traitlets.Unicode().tag(sync=True)
     port = traitlets.Int().tag(sync=True)
     path = traitlets.Unicode().tag(sync=True)
+    scheme = traitlets.Unicode("ws").tag(sync=True)
+    token = traitlets.Unicode().tag(sync=True)  # sent as ?token=, masked wherever it is shown
     mode = traitlets.Enum(["auto", "direct", "proxy"], default_value="auto").tag(sync=True)
     max_messages = traitlets.Int(200).tag(sync=True)
     state = traitlets.Unicode("connecting").tag(sync=True)
@@ -134,6 +140,8 @@ class BrowserClient(anywidget.AnyWidget):
             host=host,
             port=server.port,
             path=f"{SERVICE_PATH}{endpoint}",
+            scheme=server.scheme,
+            token=server.token or "",
             mode=mode,
             **kwargs,
         )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamBufferFullError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "ConnectionClosed"]
 
 _ids = itertools.count(1)
+POLICY_VIOLATION = 1008
 
 
 class ConnectionClosed(ConnectionError):
@@ -96,11 +98,26 @@ class Client:
             written = self._socket.write_message(frame, binary=frame.__class__ is bytes)
         except WebSocketClosedError as error:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed") from error
+        except StreamBufferFullError as error:
+            self._too_slow()
+            raise ConnectionClosed(
+                f"client {self.id} of {self.endpoint!r} does not read: its send queue is full, "
+                "so it was disconnected (1008)"
+            ) from error
         self.messages_out += 1
         self.bytes_out += len(frame)
         self._endpoint.messages_out += 1
         self._endpoint.log.message("out", self.id, frame)
         return written
+
+    def _too_slow(self) -> None:
+        """A client that lets its send queue fill up is closed rather than let memory grow."""
+        queued = self._socket.ws_connection.stream.max_write_buffer_size
+        self._endpoint.log.record(
+            "error", self.id, detail=f"send queue full ({queued} bytes): the client does not read"
+        )
+        self._socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
+        self.close(POLICY_VIOLATION, "send queue full: the client does not read")
 
     def _send_on_loop(self, frame: str | bytes) -> None:
         with contextlib.suppress(ConnectionClosed):  # closed while the message was on its way

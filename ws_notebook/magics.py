@@ -26,7 +26,7 @@ from .descriptor import Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
-from .server import SERVICE_PATH, V4_SERVICE_PATH, ServerError
+from .server import SERVICE_PATH, V4_SERVICE_PATH, Limits, ServerError
 from .widgets import EndpointPanel, panels
 
 __all__ = ["WebSocketMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -81,6 +81,23 @@ def _line_parser() -> MagicArgumentParser:
     start = commands.add_parser("start", help="start the server (endpoints stay mounted)")
     start.add_argument("--port", type=int, default=None)
     start.add_argument("--host", default=None)
+    start.add_argument("--certfile", help="PEM certificate (chain): serve wss://")
+    start.add_argument("--keyfile", help="PEM private key, if not in the certfile")
+    start.add_argument("--token", help="clients must send it (Bearer or ?token=); 'auto' makes one")
+    start.add_argument(
+        "--allow-origin",
+        dest="origins",
+        action="append",
+        help="a browser origin to allow ('*': all)",
+    )
+    start.add_argument(
+        "--max-message-size", type=int, help="bytes; bigger messages close with 1009"
+    )
+    start.add_argument("--max-connections", type=int, help="per endpoint; more are refused (1013)")
+    start.add_argument("--max-send-queue", type=int, help="bytes queued to a client before 1008")
+    start.add_argument("--ping-interval", type=float, help="seconds between pings (0: none)")
+    start.add_argument("--ping-timeout", type=float, help="seconds to wait for a pong")
+    start.add_argument("--compression", action="store_true", help="offer permessage-deflate")
     clients = commands.add_parser("clients", help="table of open connections")
     clients.add_argument("name", nargs="?")
     send = commands.add_parser("send", help="send MESSAGE to every client of NAME")
@@ -259,8 +276,37 @@ class WebSocketMagics(Magics):
         print(f"server stopped, {clients} clients closed (1001); %websocket start serves again")
 
     def _start(self, args: Any) -> None:
-        server = api.start(args.host, args.port)
-        print(f"serving {len(server.registry)} endpoints on {server.host}:{server.port}")
+        chosen = {
+            name: getattr(args, name)
+            for name in (
+                "max_message_size",
+                "max_connections",
+                "max_send_queue",
+                "ping_interval",
+                "ping_timeout",
+            )
+            if getattr(args, name) is not None
+        }
+        if args.compression:
+            chosen["compression"] = True
+        server = api.start(
+            args.host,
+            args.port,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            token=args.token,
+            limits=Limits(**chosen) if chosen else None,
+            allowed_origins=args.origins,
+        )
+        print(
+            f"serving {len(server.registry)} endpoints at {server.scheme}://{server.host}:{server.port}"
+        )
+        if server.token is not None:
+            print(
+                "clients must send the token (Authorization: Bearer TOKEN, or ?token=TOKEN); "
+                "ws_notebook.url(NAME, with_token=True) gives a URL with it. It is not shown "
+                "here, so it stays out of the saved notebook."
+            )
 
     def _clients(self, args: Any) -> Table:
         rows = [

@@ -89,9 +89,13 @@ class Endpoint:
             return self._run("message", handler, (message, client), client)
         return None
 
-    def closed(self, client: Client, code: int | None, reason: str | None) -> Any:
+    def closed(self, client: Client, by_server: bool = False) -> Any:
         self.clients.pop(client.id, None)
-        detail = f"{code} {reason or ''}".strip() if code is not None else "no close code"
+        if client.close_code is None:
+            detail = "connection dropped without a close frame"
+        else:
+            detail = f"{client.close_code} {client.close_reason or ''}".rstrip()
+            detail += " (closed by the server)" if by_server else ""
         self.log.record("close", client.id, detail=detail)
         handler = self.handlers.on_close
         if handler is not None:

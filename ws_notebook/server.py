@@ -9,45 +9,63 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import json
 import logging
+import os
+import ssl
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, _WebSocketParams
 
+from .access import AUTO, check_token, new_token, origin_allowed
 from .connection import Client
+from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, Endpoint, Registry
 
-__all__ = ["DEFAULT_HOST", "Server", "ServerError"]
+__all__ = ["DEFAULT_HOST", "Limits", "Server", "ServerError"]
 
 logger = logging.getLogger("ws_notebook")
 
 DEFAULT_HOST = "127.0.0.1"
 SERVICE_PATH = "/websockets/service/"
 V4_SERVICE_PATH = "/websockets/v4/service/"
+TRY_AGAIN_LATER = 1013
 
 _close_tasks: set[asyncio.Future] = set()
 
 
 class ServerError(RuntimeError):
-    """The server cannot start: no running loop, or the port cannot be bound."""
+    """The server cannot start: no running loop, the port cannot be bound, bad TLS files."""
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the server; every limit has a safe default.
+
+    - ``max_message_size``: a bigger message closes the connection with 1009.
+    - ``ping_interval`` / ``ping_timeout`` (seconds, 0 = off): a peer that does not answer pings
+      is closed, so dead connections do not linger.
+    - ``max_connections``: per endpoint; more are refused with 1013 (try again later).
+    - ``max_send_queue``: bytes waiting to be written to one client; a client that does not
+      read past that is closed with 1008 instead of growing the server's memory.
+    - ``compression``: offer permessage-deflate.
+    - ``slow_handler``: seconds after which an ``async`` handler still running is reported
+      (the client's later messages wait for it; other clients are not affected).
+    """
+
+    max_message_size: int = 10 * 1024 * 1024
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    max_connections: int = 1000
+    max_send_queue: int = 16 * 1024 * 1024
+    compression: bool = False
+    slow_handler: float = 10.0
 
 
 class _TextErrors:
@@ -57,19 +75,42 @@ class _TextErrors:
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = error.log_message if isinstance(error, HTTPError) and error.log_message else None
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if status_code == 401:  # set here: send_error clears headers set before the error
+            self.set_header("WWW-Authenticate", 'Bearer realm="ws_notebook"')
         self.finish(f"{status_code} {self._reason}: {message or self._reason}\n")
 
 
-class EndpointSocket(_TextErrors, WebSocketHandler):
+class _Guarded(_TextErrors):
+    """Requests must carry the server's token, when it has one."""
+
+    server: Server
+
+    def check_access(self: Any) -> None:
+        if self.server.token is None:
+            return
+        status = check_token(
+            self.server.token, self.request.headers.get("Authorization"), self.request.query
+        )
+        if status == 401:
+            raise HTTPError(
+                401, "this server needs a token: Authorization: Bearer TOKEN or ?token=TOKEN"
+            )
+        if status == 403:
+            raise HTTPError(403, "wrong token")
+
+
+class EndpointSocket(_Guarded, WebSocketHandler):
     """One WebSocket connection, handed to the endpoint named in its URL."""
 
     endpoint: Endpoint
     client: Client
+    closed_by_server: tuple[int, str] | None = None  # set by EndpointProtocol
 
     def initialize(self, server: Server) -> None:
         self.server = server
 
     def prepare(self) -> None:
+        self.check_access()  # first: without the token, not even which endpoints exist
         name = self.path_args[-1]
         endpoint = self.server.registry.find(name)
         if endpoint is None:
@@ -81,41 +122,99 @@ class EndpointSocket(_TextErrors, WebSocketHandler):
         self.endpoint = endpoint
 
     def check_origin(self, origin: str) -> bool:
-        """Same-origin pages (as Jupyter's proxy presents them) and pages served from loopback."""
-        if super().check_origin(origin):
-            return True
-        return _is_loopback(urlparse(origin).hostname) and _is_loopback(self.server.host)
+        return origin_allowed(
+            origin, self.request.host or "", self.server.allowed_origins, self.server.host
+        )
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return {} if self.server.limits.compression else None
+
+    def get_websocket_protocol(self) -> EndpointProtocol | None:
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = _WebSocketParams(
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            max_message_size=self.max_message_size,
+            compression_options=self.get_compression_options(),
+        )
+        return EndpointProtocol(self, False, params)
 
     def open(self, *path_args: str) -> Any:
+        limits = self.server.limits
+        if len(self.endpoint.clients) >= limits.max_connections:
+            reason = (
+                f"endpoint {self.endpoint.name!r} is full ({limits.max_connections} connections)"
+            )
+            self.endpoint.log.record("error", "-", detail=f"refused a connection: {reason}")
+            self.close(TRY_AGAIN_LATER, reason)
+            return None
+        self.ws_connection.stream.max_write_buffer_size = limits.max_send_queue
         self.client = Client(self, self.endpoint)
-        return self.endpoint.opened(self.client)
+        return self._watch("on_open", self.endpoint.opened(self.client))
 
     def on_message(self, message: str | bytes) -> Any:
-        return self.endpoint.received(message, self.client)
+        pending = self.endpoint.received(message, self.client)
+        return None if pending is None else self._watch("on_message", pending)
+
+    def _watch(self, name: str, pending: Any) -> Any:
+        """Tornado awaits an async handler before the next message: report one that lingers."""
+        if pending is None:
+            return None
+        return self._report_if_slow(name, pending)
+
+    async def _report_if_slow(self, name: str, pending: Any) -> None:
+        seconds = self.server.limits.slow_handler
+        detail = (
+            f"{name} still running after {seconds:g} s: later messages from this client wait for it"
+        )
+        endpoint, client = self.endpoint, self.client
+
+        def report() -> None:
+            endpoint.log.record("error", client.id, detail=detail)
+            logger.warning("endpoint %r, client %s: %s", endpoint.name, client.id, detail)
+
+        timer = asyncio.get_running_loop().call_later(seconds, report)
+        try:
+            await pending
+        finally:
+            timer.cancel()
 
     def on_close(self) -> None:
         client = self.__dict__.get("client")
-        if client is None:  # closed before open() ran
+        if client is None:  # refused, or closed before open() ran
             return
         client.closed_at = time.time()
-        client.close_code = self.close_code
-        client.close_reason = self.close_reason
-        pending = self.endpoint.closed(client, self.close_code, self.close_reason)
+        by_server = self.closed_by_server is not None
+        if by_server:
+            client.close_code, client.close_reason = self.closed_by_server
+        else:
+            client.close_code, client.close_reason = self.close_code, self.close_reason
+        pending = self.endpoint.closed(client, by_server)
         if pending is not None:  # an async on_close: Tornado does not await it, so keep it alive
             task = asyncio.ensure_future(pending)
             _close_tasks.add(task)
             task.add_done_callback(_close_tasks.discard)
 
 
-class EndpointList(_TextErrors, RequestHandler):
+class EndpointList(_Guarded, RequestHandler):
     """``GET /websockets``: the mounted endpoints, their descriptors and URLs, as JSON."""
 
     def initialize(self, server: Server) -> None:
         self.server = server
 
     def get(self) -> None:
+        self.check_access()
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.server.describe(), indent=2))
+
+
+class Health(RequestHandler):
+    """``GET /healthz``: 200 while the server is serving; no token needed, as it tells nothing."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("ok\n")
 
 
 class NotFound(_TextErrors, RequestHandler):
@@ -132,6 +231,9 @@ class Server:
 
     Endpoints can be mounted before or after :meth:`start`; a stopped server keeps its registry,
     so starting it again (maybe on another port) serves the same endpoints.
+
+    ``certfile``/``keyfile`` serve ``wss://``; with a ``token`` (``"auto"`` makes one) every
+    request must carry it; ``allowed_origins`` adds browser origins to the default policy.
     """
 
     def __init__(
@@ -139,28 +241,44 @@ class Server:
         registry: Registry | None = None,
         host: str = DEFAULT_HOST,
         port: int = 0,
-        **settings: Any,
+        *,
+        limits: Limits | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        token: str | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         self.registry = registry if registry is not None else Registry()
         self.host = host
         self.port = port
-        self.settings = settings
+        self.limits = limits or Limits()
+        self.token = new_token() if token == AUTO else token
+        self.allowed_origins = list(allowed_origins)
+        self.ssl_context = _ssl_context(certfile, keyfile)
         self._http: HTTPServer | None = None
 
     @property
     def running(self) -> bool:
         return self._http is not None
 
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context is not None else "ws"
+
     def application(self) -> Application:
         route = {"server": self}
+        limits = self.limits
         return Application(
             [
                 (r".*/websockets/v4/service/([^/]+)/?", EndpointSocket, route),
                 (r".*/websockets/service/([^/]+)/?", EndpointSocket, route),
                 (r"/websockets/?", EndpointList, route),
+                (r"/healthz", Health),
             ],
             default_handler_class=NotFound,
-            **self.settings,
+            websocket_max_message_size=limits.max_message_size,
+            websocket_ping_interval=limits.ping_interval or None,
+            websocket_ping_timeout=limits.ping_timeout or None,
         )
 
     def start(self, host: str | None = None, port: int | None = None) -> None:
@@ -187,7 +305,7 @@ class Server:
             raise ServerError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from error
-        http = HTTPServer(self.application())
+        http = HTTPServer(self.application(), ssl_options=self.ssl_context)
         http.add_sockets(sockets)
         self._http = http
         self.host = host
@@ -202,10 +320,13 @@ class Server:
             self._http.stop()
             self._http = None
 
-    def url(self, name: str, scheme: str = "ws") -> str:
-        """The URL clients connect to; for an IPv6 host, in brackets."""
+    def url(self, name: str, scheme: str | None = None, with_token: bool = False) -> str:
+        """The URL clients connect to; ``?token=`` only when asked, as it must not be shown."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}{SERVICE_PATH}{name}"
+        url = f"{scheme or self.scheme}://{host}:{self.port}{SERVICE_PATH}{name}"
+        if with_token and self.token is not None:
+            url += f"?token={self.token}"
+        return url
 
     def proxy_path(self, name: str, base_url: str = "/") -> str:
         """The path a browser uses through jupyter-server-proxy, on the Jupyter page's own host."""
@@ -224,3 +345,20 @@ class Server:
             }
             for endpoint in self.registry
         ]
+
+
+def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files, or None for plain ``ws://``."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None:
+        raise ServerError("a keyfile without a certfile: wss:// needs the certificate too")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    for path in (certfile, keyfile):
+        if path is not None and not os.path.isfile(path):
+            raise ServerError(f"cannot read {path}: no such file")
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as error:
+        raise ServerError(f"cannot use certfile {certfile} / keyfile {keyfile}: {error}") from error
+    return context
