@@ -113,7 +113,7 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     instance = error.instance
     if not error.path:
         if error.validator == "type":
-            return [f"expected a JSON object, got {type(instance).__name__}"]
+            return [f"expected a JSON object, got {_json_type(instance)}"]
         if error.validator == "required":
             missing = [name for name in error.validator_value if name not in instance]
             return [f"{name}: missing (required)" for name in missing]
@@ -129,7 +129,7 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
         return [error.message]
     name = str(error.path[0])
     if error.validator == "type":
-        return [f"{name}: {instance!r} is not a string"]
+        return [f"{name}: {_shown(instance)} is not a string"]
     if name == "endpoint" and error.validator == "pattern":
         return [f"endpoint: {instance!r} is not a valid endpoint name ({ENDPOINT_NAME_HINT})"]
     if error.validator == "minLength":
@@ -137,6 +137,19 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "format":
         return [f"{name}: {instance!r} is not an ISO 8601 timestamp (e.g. {TIMESTAMP_EXAMPLE})"]
     return [f"{name}: {error.message}"]
+
+
+def _shown(value: object) -> str:
+    """A value as the file spells it: JSON, shortened (strings keep Python quotes, as elsewhere)."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_type(value: object) -> str:
+    for kind, name in ((bool, "boolean"), (str, "string"), (dict, "object"), (list, "array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "number"
 
 
 def check_endpoint_name(name: object) -> str:
