@@ -328,7 +328,7 @@ def test_stop_and_start_server(fresh: Kernel) -> None:
     new_port = free.getsockname()[1]
     free.close()
     out = fresh.run(f"%websocket start --port {new_port}").stdout
-    assert f"serving 1 endpoints on 127.0.0.1:{new_port}" in out
+    assert f"serving 1 endpoints at ws://127.0.0.1:{new_port}" in out
     assert new_port != port
     with connect(url.replace(str(port), str(new_port))) as ws:
         ws.send("back")
