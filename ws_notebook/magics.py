@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from .descriptor import Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row
 from .server import SERVICE_PATH, V4_SERVICE_PATH, Limits, ServerError
 from .widgets import EndpointPanel, panels
 
@@ -157,12 +157,6 @@ class Table:
 def _parse(parser: MagicArgumentParser, line: str) -> Any:
     """Split as a shell would (quotes group words and are removed), then parse."""
     return parser.parse_args(arg_split(line, posix=True))
-
-
-def _clock(timestamp: float) -> str:
-    return (
-        time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
-    )
 
 
 @magics_class
@@ -309,32 +303,7 @@ class WebSocketMagics(Magics):
             )
 
     def _clients(self, args: Any) -> Table:
-        rows = [
-            (
-                c.id,
-                c.endpoint,
-                c.remote_address,
-                _clock(c.opened_at),
-                c.messages_in,
-                c.messages_out,
-                c.bytes_in,
-                c.bytes_out,
-                c.state,
-            )
-            for c in api.clients(args.name)
-        ]
-        columns = [
-            "id",
-            "endpoint",
-            "remote",
-            "opened",
-            "in",
-            "out",
-            "bytes in",
-            "bytes out",
-            "state",
-        ]
-        return Table(columns, rows)
+        return Table(CLIENT_COLUMNS, [client_row(c) for c in api.clients(args.name)])
 
     def _send(self, args: Any) -> None:
         message = " ".join(args.message)
@@ -351,23 +320,10 @@ class WebSocketMagics(Magics):
             if args.last > 0
             else []
         )
-        rows = [
-            (
-                _clock(event.time),
-                name,
-                event.kind,
-                event.client,
-                event.size if event.kind in ("in", "out") else "",
-                event.detail
-                or (event.preview.hex(" ") if isinstance(event.preview, bytes) else event.preview),
-            )
-            for name, event in events
-        ]
+        rows = [event_row(name, event) for name, event in events]
         dropped = sum(e.log.dropped for e in endpoints)
         note = f"{dropped} older events dropped (log capacity per endpoint)" if dropped else ""
-        return Table(
-            ["time", "endpoint", "event", "client", "size", "payload / detail"], rows, note
-        )
+        return Table(EVENT_COLUMNS, rows, note)
 
     def _load(self, args: Any) -> None:
         for endpoint in api.load_descriptor(args.path):

@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from . import api
 from .events import Event
 from .registry import Endpoint
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
 
 __all__ = ["EndpointPanel", "panels"]
 
@@ -48,21 +49,6 @@ _live: dict[tuple[str | None, str], EndpointPanel] = {}
 def panels() -> list[EndpointPanel]:
     """The panels currently updating."""
     return list(_live.values())
-
-
-def _clock(timestamp: float) -> str:
-    return (
-        time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
-    )
-
-
-def _payload(event: Event) -> str:
-    if event.detail:
-        return event.detail
-    if isinstance(event.preview, bytes):
-        more = "…" if event.size > len(event.preview) else ""
-        return event.preview.hex(" ") + more
-    return event.preview + ("…" if event.size > len(event.preview) else "")
 
 
 def _table(columns: list[str], rows: Iterable[tuple[str, list[str]]]) -> str:
@@ -249,59 +235,35 @@ class EndpointPanel(widgets.VBox):
 
     def _render_connections(self, endpoints: list[Endpoint]) -> str:
         clients = [client for e in endpoints for client in e.clients.values()]
-        rows = [
-            (
-                "",
-                [
-                    c.id,
-                    c.endpoint,
-                    c.remote_address,
-                    _clock(c.opened_at),
-                    str(c.messages_in),
-                    str(c.messages_out),
-                    str(c.bytes_in),
-                    str(c.bytes_out),
-                    c.state,
-                ],
-            )
-            for c in clients[: self.rows]
-        ]
-        columns = [
-            "client",
-            "endpoint",
-            "remote",
-            "opened",
-            "in",
-            "out",
-            "bytes in",
-            "bytes out",
-            "state",
-        ]
+        rows = [("", client_row(c)) for c in clients[: self.rows]]
         more = (
             f"<small>… and {len(clients) - self.rows} more</small>"
             if len(clients) > self.rows
             else ""
         )
-        return _table(columns, rows) + more if clients else "<small>no open connections</small>"
+        return (
+            _table(CLIENT_COLUMNS, rows) + more if clients else "<small>no open connections</small>"
+        )
 
     def _render_log(self) -> str:
         needle = self.filter_box.value.strip().lower()
         rows = []
         for name, event in self._log:
-            payload = _payload(event)
-            if needle and needle not in event.client.lower() and needle not in payload.lower():
+            if (
+                needle
+                and needle not in event.client.lower()
+                and needle not in payload(event).lower()
+            ):
                 continue
             css = {"in": "wsnb-in", "out": "wsnb-out", "error": "wsnb-error"}.get(
                 event.kind, "wsnb-event"
             )
-            size = str(event.size) if event.kind in ("in", "out") else ""
-            rows.append((css, [_clock(event.time), name, event.kind, event.client, size, payload]))
+            rows.append((css, event_row(name, event)))
         if not rows:
             return (
                 "<small>no events yet</small>" if not needle else "<small>no events match</small>"
             )
-        columns = ["time", "endpoint", "event", "client", "size", "payload / detail"]
-        return _table(columns, reversed(rows))  # newest first
+        return _table(EVENT_COLUMNS, reversed(rows))  # newest first
 
     def _update_targets(self, endpoints: list[Endpoint]) -> None:
         options = [BROADCAST] + [c.id for e in endpoints for c in e.clients.values()][: self.rows]
@@ -319,7 +281,7 @@ class EndpointPanel(widgets.VBox):
         return [
             {"endpoint": name, **event.as_dict()}
             for name, event in self._log
-            if not needle or needle in event.client.lower() or needle in _payload(event).lower()
+            if not needle or needle in event.client.lower() or needle in payload(event).lower()
         ]
 
     def _log_view_changed(self) -> None:

@@ -1,0 +1,59 @@
+"""Clients and events as rows of text: what ``%websocket clients``/``log`` and the panel show."""
+
+from __future__ import annotations
+
+import time
+
+from .connection import Client
+from .events import Event
+
+__all__ = ["CLIENT_COLUMNS", "EVENT_COLUMNS", "client_row", "clock", "event_row", "payload"]
+
+CLIENT_COLUMNS = [
+    "client",
+    "endpoint",
+    "remote",
+    "opened",
+    "in",
+    "out",
+    "bytes in",
+    "bytes out",
+    "state",
+]
+EVENT_COLUMNS = ["time", "endpoint", "event", "client", "size", "payload / detail"]
+
+
+def clock(timestamp: float) -> str:
+    """Local wall-clock time to the millisecond, as logs show it."""
+    return (
+        time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
+    )
+
+
+def payload(event: Event) -> str:
+    """An event's detail, or its message preview: text as is, binary as hex; "…" if cut."""
+    if event.detail:
+        return event.detail
+    more = "…" if event.size > len(event.preview) else ""
+    if isinstance(event.preview, bytes):
+        return event.preview.hex(" ") + more
+    return event.preview + more
+
+
+def client_row(client: Client) -> list[str]:
+    return [
+        client.id,
+        client.endpoint,
+        client.remote_address,
+        clock(client.opened_at),
+        str(client.messages_in),
+        str(client.messages_out),
+        str(client.bytes_in),
+        str(client.bytes_out),
+        client.state,
+    ]
+
+
+def event_row(endpoint: str, event: Event) -> list[str]:
+    size = str(event.size) if event.kind in ("in", "out") else ""
+    return [clock(event.time), endpoint, event.kind, event.client, size, payload(event)]
