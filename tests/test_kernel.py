@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -482,3 +483,29 @@ def test_handler_error_is_shown_in_the_notebook(fresh: Kernel) -> None:
     assert "ws_notebook: endpoint 'loud', client c" in printed
     assert "on_message raised ValueError: shown to the user" in printed
     assert "Traceback" in printed and "line 2, in on_message" in printed
+
+
+def test_load_watch_reloads_between_cells(fresh: Kernel, tmp_path: Path) -> None:
+    project = tmp_path / "live"
+    project.mkdir()
+    (project / "live.websocket").write_text(json.dumps({"endpoint": "live", "handler": "h.py"}))
+    handler = project / "h.py"
+    handler.write_text("def on_message(m, c):\n    c.send('v1 ' + m)\n")
+    out = fresh.run(f"%websocket load {project} --watch").stdout
+    assert "live: serving at" in out and f"watching {project}" in out
+    with connect(url_of(fresh, "live")) as ws:
+        ws.send("a")
+        assert ws.recv(timeout=5) == "v1 a"
+        handler.write_text("def on_message(m, c):\n    c.send('v2 ' + m)\n")
+        deadline = time.monotonic() + 15
+        reply = ""
+        while reply != "v2 b" and time.monotonic() < deadline:  # the same connection
+            time.sleep(0.3)
+            ws.send("b")
+            reply = ws.recv(timeout=5)
+        assert reply == "v2 b"
+        fresh.run("%websocket unwatch")
+        handler.write_text("def on_message(m, c):\n    c.send('v3 ' + m)\n")
+        time.sleep(2.5)  # longer than the watcher's debounce: a watcher would have reloaded
+        ws.send("c")
+        assert ws.recv(timeout=5) == "v2 c"

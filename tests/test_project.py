@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -544,3 +545,16 @@ def test_export_of_minimal_descriptor_loads_back(workspace: Path) -> None:
     folder = workspace / "out"
     export_endpoint(minimal, ECHO, folder)
     assert only(load_project(folder)).descriptor.endpoint == "e"
+
+
+def test_handler_imports_a_module_beside_it(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "e.websocket").write_text('{"endpoint": "e", "handler": "e.py"}')
+    (project / "wsnb_test_helpers.py").write_text("def shout(text):\n    return text.upper()\n")
+    (project / "e.py").write_text(
+        "from wsnb_test_helpers import shout\n\ndef on_message(m, c):\n    return shout(m)\n"
+    )
+    (loaded,) = load_project(project)
+    assert loaded.handlers.on_message("hi", None) == "HI"
+    assert str(project) not in sys.path  # importable while loading, not for ever after

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import ssl
 import struct
@@ -367,3 +368,26 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_tornado_logs_never_show_the_token(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(token="do-not-print-me")
+    mount_echo(server)
+    with caplog.at_level(logging.DEBUG):
+        for path in ("/websockets/service/nope", "/elsewhere", "/websockets"):
+            url = f"http://127.0.0.1:{server.port}{path}?token=do-not-print-me"
+            await asyncio.to_thread(http_status, url)
+        with pytest.raises(InvalidStatus):
+            await websockets.connect(server.url("echo") + "?token=wrong-but-secret")
+        async with websockets.connect(server.url("echo", with_token=True)) as ws:
+            await ws.send("x")
+            await ws.recv()
+    server_logs = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith(("tornado", "ws_notebook"))  # not the test client's own
+    )
+    assert "token=***" in server_logs  # the requests were logged, masked
+    assert "do-not-print-me" not in server_logs and "wrong-but-secret" not in server_logs

@@ -35,6 +35,7 @@ from .api import (
     start,
     stop,
     unmount,
+    unwatch,
     url,
 )
 from .connection import Client, ConnectionClosed
@@ -83,6 +84,7 @@ __all__ = [
     "stop",
     "unload_ipython_extension",
     "unmount",
+    "unwatch",
     "url",
 ]
 

@@ -20,6 +20,7 @@ from .handlers import Handlers
 from .project import export_endpoint, load_project
 from .registry import Endpoint, Mounted
 from .server import Limits, Server, ServerError
+from .watch import ProjectWatcher
 
 __all__ = [
     "broadcast",
@@ -41,10 +42,12 @@ __all__ = [
     "start",
     "stop",
     "unmount",
+    "unwatch",
     "url",
 ]
 
 _server: Server | None = None
+_watchers: dict[Path, ProjectWatcher] = {}
 _stop_at_exit_registered = False
 
 
@@ -148,8 +151,9 @@ def stop() -> None:
 
 
 def reset() -> None:
-    """Stop the server and forget every endpoint, as a fresh kernel would have it."""
+    """Stop the server and watchers and forget every endpoint, as a fresh kernel would have it."""
     global _server
+    unwatch()
     stop()
     _server = None
 
@@ -226,16 +230,41 @@ def events(endpoint: str, since: int = 0) -> list[dict[str, Any]]:
 
 
 def load_descriptor(
-    path: str | Path, *, host: str | None = None, port: int | None = None
+    path: str | Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    watch: bool = False,
 ) -> list[Endpoint]:
     """Load a ``.websocket`` file, or every one under a folder, mount them and serve.
 
     Every file is checked first; if any is broken, ``ProjectError`` lists all problems and
-    nothing is mounted.
+    nothing is mounted. With ``watch=True`` the folder is then watched: added, changed and
+    removed files are mounted, reloaded in place and unmounted while the server runs (a broken
+    edit keeps the last good version serving); ``unwatch`` or ``reset`` stops that.
     """
-    loaded = load_project(path)
+    registry = default_server().registry
+    if not watch:
+        loaded = load_project(path)
+        start(host, port)
+        return [mount(item.descriptor, item.handlers).endpoint for item in loaded]
+    key = Path(path).resolve()
+    unwatch(key)
+    watcher = ProjectWatcher(registry, path)
+    loaded = watcher.load()
     start(host, port)
-    return [mount(item.descriptor, item.handlers).endpoint for item in loaded]
+    watcher.start()
+    _watchers[key] = watcher
+    return [registry.get(item.descriptor.endpoint) for item in loaded]
+
+
+def unwatch(path: str | Path | None = None) -> None:
+    """Stop watching one folder, or every watched folder; its endpoints stay mounted."""
+    keys = list(_watchers) if path is None else [Path(path).resolve()]
+    for key in keys:
+        watcher = _watchers.pop(key, None)
+        if watcher is not None:
+            watcher.stop()
 
 
 def export(name: str, directory: str | Path) -> Path:

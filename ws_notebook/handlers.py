@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import inspect
 import linecache
+import sys
 import traceback
 import types
 from collections.abc import Callable, Mapping
@@ -156,6 +157,8 @@ class Handlers:
             raise HandlerError(f"{path}: cannot read handler: {error.strerror or error}") from error
         except UnicodeDecodeError as error:
             raise HandlerError(f"{path}: handler is not UTF-8 text ({error.reason})") from error
+        # Its folder is importable while it runs, so a handler can import modules beside it.
+        sys.path.insert(0, str(path.parent))
         try:
             return cls.from_source(source, str(path))
         except HandlerError:
@@ -168,6 +171,8 @@ class Handlers:
             ]
             where = f"{path}:{lines[-1]}" if lines else str(path)
             raise HandlerError(f"{where}: {type(error).__name__}: {error}") from error
+        finally:
+            sys.path.remove(str(path.parent))
 
     @property
     def defined(self) -> list[str]:

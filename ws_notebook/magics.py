@@ -108,6 +108,11 @@ def _line_parser() -> MagicArgumentParser:
     log.add_argument("-n", "--last", type=int, default=50, help="how many events (default 50)")
     load = commands.add_parser("load", help="mount a .websocket file, or every one under a folder")
     load.add_argument("path")
+    load.add_argument(
+        "--watch", action="store_true", help="reload as files change (until %%websocket unwatch)"
+    )
+    unwatch = commands.add_parser("unwatch", help="stop watching PATH (or every folder)")
+    unwatch.add_argument("path", nargs="?")
     export = commands.add_parser("export", help="write NAME as DIR/NAME.websocket + handler module")
     export.add_argument("name")
     export.add_argument("directory")
@@ -326,10 +331,15 @@ class WebSocketMagics(Magics):
         return Table(EVENT_COLUMNS, rows, note)
 
     def _load(self, args: Any) -> None:
-        for endpoint in api.load_descriptor(args.path):
-            print(
-                f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {endpoint.descriptor.location or args.path})"
-            )
+        for endpoint in api.load_descriptor(args.path, watch=args.watch):
+            where = endpoint.descriptor.location or args.path
+            print(f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {where})")
+        if args.watch:
+            print(f"watching {args.path}: changes are applied between cells and while cells await")
+
+    def _unwatch(self, args: Any) -> None:
+        api.unwatch(args.path)
+        print(f"stopped watching {args.path or 'every folder'}; the endpoints stay mounted")
 
     def _monitor(self, args: Any) -> None:
         if args.name is not None:
@@ -361,7 +371,7 @@ def load_ipython_extension(ipython: Any) -> None:
         _log_handler.setFormatter(logging.Formatter("ws_notebook: %(message)s"))
         logger = logging.getLogger("ws_notebook")
         logger.addHandler(_log_handler)
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.INFO)  # errors, and what a watched folder's changes did
         logger.propagate = False
 
 

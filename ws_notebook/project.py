@@ -16,7 +16,14 @@ from pathlib import Path, PurePosixPath
 from .descriptor import Descriptor, DescriptorError, read_descriptor
 from .handlers import HandlerError, Handlers
 
-__all__ = ["LoadedEndpoint", "ProjectError", "export_endpoint", "find_descriptors", "load_project"]
+__all__ = [
+    "LoadedEndpoint",
+    "ProjectError",
+    "export_endpoint",
+    "find_descriptors",
+    "load_endpoint",
+    "load_project",
+]
 
 SUFFIX = ".websocket"
 
@@ -127,6 +134,25 @@ def load_project(path: str | Path) -> list[LoadedEndpoint]:
     if problems:
         raise ProjectError(problems)
     return loaded
+
+
+def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEndpoint:
+    """Read, validate and load one ``.websocket`` file and its handler, as ``load_project`` does.
+
+    ``root`` is the project folder the file was found in (handler paths are resolved as when
+    that folder is loaded); raise ProjectError listing the file's problems.
+    """
+    file = Path(path)
+    try:
+        descriptor = read_descriptor(file)
+    except DescriptorError as error:
+        raise ProjectError(str(error).splitlines()) from error
+    try:
+        handler_path = resolve_handler(descriptor, file, Path(root) if root is not None else None)
+        handlers = Handlers.from_file(handler_path)
+    except HandlerError as error:
+        raise ProjectError([str(error)]) from error
+    return LoadedEndpoint(descriptor, handlers, file, handler_path)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -161,7 +161,8 @@ class Registry:
         check_endpoint_name(descriptor.endpoint)
         current = self._endpoints.get(descriptor.endpoint)
         if current is None:
-            endpoint = Endpoint(descriptor, handlers, log_capacity or DEFAULT_LOG_CAPACITY)
+            capacity = DEFAULT_LOG_CAPACITY if log_capacity is None else log_capacity
+            endpoint = Endpoint(descriptor, handlers, capacity)
             self._endpoints[descriptor.endpoint] = endpoint
             return Mounted(endpoint, None)
         replaced = current.descriptor

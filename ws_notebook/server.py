@@ -23,7 +23,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler, _WebSocketParams
 
-from .access import AUTO, check_token, new_token, origin_allowed
+from .access import AUTO, check_token, mask, new_token, origin_allowed
 from .connection import Client
 from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, Endpoint, Registry
@@ -69,7 +69,15 @@ class Limits:
 
 
 class _TextErrors:
-    """Errors as a short plain-text body that says what went wrong, not Tornado's HTML page."""
+    """Errors as a short plain-text body that says what went wrong, not Tornado's HTML page.
+
+    Also how Tornado's access and error logs name a request: with any ``?token=`` masked, as
+    the Jupyter proxy forwards the user's token to us.
+    """
+
+    def _request_summary(self: Any) -> str:
+        request = self.request
+        return f"{request.method} {mask(request.uri or '')} ({request.remote_ip})"
 
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -209,7 +217,7 @@ class EndpointList(_Guarded, RequestHandler):
         self.finish(json.dumps(self.server.describe(), indent=2))
 
 
-class Health(RequestHandler):
+class Health(_TextErrors, RequestHandler):
     """``GET /healthz``: 200 while the server is serving; no token needed, as it tells nothing."""
 
     def get(self) -> None:
@@ -310,7 +318,6 @@ class Server:
         self._http = http
         self.host = host
         self.port = sockets[0].getsockname()[1]
-        logger.info("serving on %s:%d", self.host, self.port)
 
     def stop(self, reason: str = "server stopping") -> None:
         """Close every client with 1001 (going away) and free the port."""

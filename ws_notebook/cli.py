@@ -1,0 +1,470 @@
+"""``ws-notebook``: serve a folder of ``.websocket`` endpoints outside the notebook, hot-reloading.
+
+``ws-notebook serve DIR`` checks every descriptor and handler under DIR first (all problems are
+listed, and nothing starts if there is one: exit code 2), mounts them on the same Tornado server
+the kernel uses, then watches DIR and re-mounts, reloads or unmounts endpoints as files change.
+SIGINT or SIGTERM closes every client with 1001 (going away) and exits 0.
+``ws-notebook validate DIR`` only checks; ``ws-notebook list DIR`` prints the endpoints.
+
+What the server does is logged to stderr, one line per event::
+
+    2026-11-25 12:00:00 echo c3 open 127.0.0.1
+    2026-11-25 12:00:01 echo c3 error on_message raised ValueError: bad input
+    2026-11-25 12:00:02 echo c3 close 1000
+
+Connection lines come from the endpoints' event logs (the same record ``%websocket log`` reads),
+read every 0.1 s; the rest is the ``ws_notebook`` logger. Headers, cookies, tokens and query
+strings are never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .events import EventLog
+from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
+from .registry import Endpoint, Registry
+from .server import DEFAULT_HOST, Server, ServerError
+from .watch import ProjectWatcher
+
+__all__ = ["main"]
+
+DEFAULT_PORT = 8080
+INVALID = 2  # invalid input: a broken project, bad options (argparse uses 2 as well)
+FAILED = 1  # could not serve: the port is taken, ...
+POLL_SECONDS = 0.1
+SHUTDOWN_SECONDS = 5.0  # how long clients get to answer the 1001 close frame
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+TOKEN_ENV = "WS_NOTEBOOK_TOKEN"
+
+logger = logging.getLogger("ws_notebook")
+
+
+class _UsageError(Exception):
+    """Options that cannot work together; reported as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ws-notebook",
+        description="Serve, check or list a folder of codbex *.websocket endpoints "
+        "(Python handler modules), as ws_notebook serves them in a notebook.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve every endpoint under DIR, reloading them as files change",
+        description="Check every descriptor and handler under DIR, serve them at "
+        "ws://HOST:PORT/websockets/service/NAME, and reload endpoints as files are added, "
+        "changed or removed. GET /websockets lists the endpoints, GET /healthz answers 200 "
+        "while serving. SIGINT/SIGTERM close clients with 1001 and exit 0.",
+    )
+    serve.add_argument("directory", metavar="DIR", help="project folder (or one .websocket file)")
+    _address_options(serve)
+    serve.add_argument("--certfile", help="PEM certificate: serve wss:// (with --keyfile)")
+    serve.add_argument("--keyfile", help="PEM private key of --certfile")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help="require this token (Authorization: Bearer TOKEN or ?token=TOKEN) on every "
+        f"request; 'auto' makes one and prints it to stdout (default: ${TOKEN_ENV}, else none)",
+    )
+    serve.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_false",
+        help="serve the endpoints as they are now, without reloading",
+    )
+    serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log messages in and out (sizes only) and handler tracebacks",
+    )
+
+    validate = commands.add_parser(
+        "validate",
+        help="check every descriptor and handler under DIR",
+        description="Check every descriptor and handler under DIR; list every problem with its "
+        "file and property. Exit code 0 if all are valid, 2 if not.",
+    )
+    validate.add_argument("directory", metavar="DIR")
+
+    listing = commands.add_parser(
+        "list",
+        help="table of the endpoints under DIR",
+        description="Check the project under DIR and print its endpoints with the URLs "
+        "`serve` would give them.",
+    )
+    listing.add_argument("directory", metavar="DIR")
+    _address_options(listing)
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON, as GET /websockets lists the endpoints"
+    )
+    return parser
+
+
+def _address_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address (default: {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: free)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ws-notebook`` with ``argv`` (default: the command line); returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "list":
+            return _list(args)
+        return asyncio.run(_serve(args))
+    except _UsageError as error:
+        print(f"ws-notebook: {error}", file=sys.stderr)
+        return INVALID
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return 130
+
+
+# --- validate and list ---------------------------------------------------------------------------
+
+
+def _load(directory: str) -> list[LoadedEndpoint] | None:
+    """The project's endpoints, or None after printing every problem to stderr."""
+    try:
+        loaded = load_project(directory)
+    except ProjectError as error:
+        _print_problems(directory, error.problems)
+        return None
+    _print_warnings(loaded)
+    return loaded
+
+
+def _print_problems(directory: str, problems: Sequence[str]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    print(f"ws-notebook: {count} in {directory}", file=sys.stderr)
+
+
+def _print_warnings(loaded: Sequence[LoadedEndpoint]) -> None:
+    for item in loaded:
+        for warning in item.handlers.warnings:
+            print(f"warning: {item.handler_path}: {warning}", file=sys.stderr)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = _load(args.directory)
+    if loaded is None:
+        return INVALID
+    names = ", ".join(item.descriptor.endpoint for item in loaded)
+    print(f"{len(loaded)} endpoint{'s' if len(loaded) != 1 else ''} OK: {names}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    loaded = _load(args.directory)
+    if loaded is None:
+        return INVALID
+    registry = Registry()
+    for item in loaded:
+        registry.mount(item.descriptor, item.handlers)
+    server = Server(registry, args.host, args.port)  # not started: it only words the URLs
+    if args.json:
+        print(json.dumps(server.describe(), indent=2))
+        return 0
+    columns = ["endpoint", "url", "handlers", "description", "createdBy", "createdAt", "file"]
+    rows = [
+        [
+            item.descriptor.endpoint,
+            server.url(item.descriptor.endpoint),
+            ", ".join(item.handlers.defined) or "none",
+            item.descriptor.description,
+            item.descriptor.created_by,
+            item.descriptor.created_at,
+            str(item.path),
+        ]
+        for item in loaded
+    ]
+    print(_table(columns, rows))
+    return 0
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [columns, *rows]
+    )
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``certfile``/``keyfile``/``token`` for Server, refused if this Server lacks them."""
+    options = {
+        name: getattr(args, name)
+        for name in ("certfile", "keyfile", "token")
+        if getattr(args, name) is not None
+    }
+    accepted = inspect.signature(Server).parameters
+    missing = [name for name in options if name not in accepted]
+    if missing:
+        flags = ", ".join(f"--{name}" for name in missing)
+        raise _UsageError(f"{flags}: not supported by this version of ws_notebook's Server")
+    return options
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    options = _server_options(args)
+    directory = Path(args.directory)
+    if not directory.exists():
+        print(f"{directory}: no such file or folder", file=sys.stderr)
+        return INVALID
+    if not args.watch and not find_descriptors(directory):
+        _print_problems(args.directory, [f"{directory}: no *.websocket files found"])
+        return INVALID
+    registry = Registry()
+    watcher = ProjectWatcher(registry, directory)
+    try:
+        loaded = watcher.load()
+    except ProjectError as error:
+        _print_problems(args.directory, error.problems)
+        print("ws-notebook: nothing was started", file=sys.stderr)
+        return INVALID
+    _print_warnings(loaded)
+    try:
+        server = Server(registry, args.host, args.port, **options)
+    except ServerError as error:  # unreadable TLS files
+        print(f"ws-notebook: {error}", file=sys.stderr)
+        return INVALID
+    printer = _EventPrinter(registry, sys.stderr, verbose=args.verbose)
+    restore = _log_to_stderr(args.verbose, before=printer.flush)
+    try:
+        return await _run(server, watcher, printer, args)
+    finally:
+        restore()
+
+
+async def _run(
+    server: Server, watcher: ProjectWatcher, printer: _EventPrinter, args: argparse.Namespace
+) -> int:
+    try:
+        server.start()
+    except ServerError as error:
+        logger.error("%s", error)
+        return FAILED
+    registry = server.registry
+    base = server.url("").removesuffix("/websockets/service/")
+    logger.info(
+        "serving %d endpoint%s from %s at %s/websockets/service/NAME (GET /websockets lists them)",
+        len(registry),
+        "" if len(registry) == 1 else "s",
+        args.directory,
+        base,
+    )
+    for endpoint in registry:
+        logger.info("%s: %s", endpoint.name, server.url(endpoint.name))
+    token = getattr(server, "token", None)
+    if args.token == "auto" and token:
+        # The only place the generated token is shown: stdout, never the log on stderr.
+        print(f"token: {token}", flush=True)
+    printing = asyncio.create_task(printer.run(), name="ws-notebook events")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(number, _on_signal, stopping, number)
+        except NotImplementedError:  # Windows' loops: a plain handler hands over to the loop
+            signal.signal(number, lambda n, _: loop.call_soon_threadsafe(_on_signal, stopping, n))
+    try:
+        if args.watch:
+            watcher.start()
+            await watcher.wait_ready(timeout=30)
+            logger.info("watching %s for changes", args.directory)
+        if not len(registry):
+            logger.warning(
+                "no *.websocket files in %s yet; they are served when added", args.directory
+            )
+        await stopping.wait()
+        clients = len(registry.clients())
+        logger.info(
+            "shutting down: closing %d client%s (1001)", clients, "" if clients == 1 else "s"
+        )
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(number)
+        await watcher.aclose()
+        server.stop("server shutting down")
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        while registry.clients() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        printing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printing
+        printer.flush()
+    logger.info("stopped")
+    return 0
+
+
+def _on_signal(stopping: asyncio.Event, number: int) -> None:
+    if stopping.is_set():  # a second Ctrl-C: do not wait for slow clients
+        logger.warning("%s again: exiting now", signal.Signals(number).name)
+        os._exit(1)
+    logger.info("%s received", signal.Signals(number).name)
+    stopping.set()
+
+
+# --- logging ---------------------------------------------------------------------------------------
+
+_QUERY = re.compile(r"(/[^\s?]*)\?\S*")
+
+
+def _redact(text: str) -> str:
+    """Drop query strings from URLs in log text: they may carry ``?token=``."""
+    return _QUERY.sub(r"\1?…", text)
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", TIME_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        message = _redact(record.getMessage())
+        if record.name.startswith("tornado"):
+            message = f"http {message}"
+        record.msg, record.args = message, None
+        return super().format(record)
+
+
+class _Quiet(logging.Filter):
+    """Without --verbose, a handler's error is logged once, from the event log, on one line."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_registry = record.name == "ws_notebook" and record.module == "registry"
+        return self.verbose or not (from_registry and record.exc_info)
+
+
+class _Handler(logging.StreamHandler):
+    """Runs ``before`` (the connection events not printed yet) first, to keep lines in order."""
+
+    def __init__(self, stream: TextIO, before: Callable[[], None] | None) -> None:
+        super().__init__(stream)
+        self.before = before
+        self.thread = threading.get_ident()  # the loop's: event logs are only read there
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.before is not None and threading.get_ident() == self.thread:
+            self.before()
+        super().emit(record)
+
+
+def _log_to_stderr(verbose: bool, before: Callable[[], None] | None = None) -> Any:
+    """Send ws_notebook's and Tornado's warnings to stderr, one line each; returns an undo."""
+    handler = _Handler(sys.stderr, before)
+    handler.setFormatter(_Formatter())
+    handler.addFilter(_Quiet(verbose))
+    changed: list[tuple[logging.Logger, int, bool]] = []
+    # Tornado logs a refused request (tornado.general) with its URL, query string and all; the
+    # formatter drops query strings. tornado.access: 5xx only (4xx would say it all twice).
+    # Configured even when quiet: left alone, logging's last resort would print them as they are.
+    for name, level in (
+        ("ws_notebook", logging.INFO),
+        ("tornado.access", logging.ERROR),
+        ("tornado.application", logging.WARNING),
+        ("tornado.general", logging.WARNING),
+    ):
+        log = logging.getLogger(name)
+        changed.append((log, log.level, log.propagate))
+        log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = False
+
+    def restore() -> None:
+        for log, level, propagate in changed:
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
+
+    return restore
+
+
+def _printable(text: str) -> str:
+    """One line, no terminal control characters: close reasons come from clients."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _EventPrinter:
+    """Prints the endpoints' open, error and close events (and, verbose, in/out) as log lines.
+
+    It reads each endpoint's event log from where it left off, so lines carry the time the
+    event happened. Endpoints that were unmounted are followed until their clients have closed.
+    """
+
+    KINDS = ("open", "error", "close")
+
+    def __init__(self, registry: Registry, stream: TextIO, verbose: bool = False) -> None:
+        self.registry = registry
+        self.stream = stream
+        self.kinds = (*self.KINDS, "in", "out") if verbose else self.KINDS
+        self._followed: dict[int, tuple[Endpoint, EventLog, int]] = {}
+
+    async def run(self) -> None:
+        while True:
+            self.flush()
+            await asyncio.sleep(POLL_SECONDS)
+
+    def flush(self) -> None:
+        mounted = {id(endpoint): endpoint for endpoint in self.registry}
+        lines: list[tuple[float, int, str]] = []
+        followed: dict[int, tuple[Endpoint, EventLog, int]] = {}
+        endpoints = {key: endpoint for key, (endpoint, _, _) in self._followed.items()}
+        endpoints.update(mounted)
+        for key, endpoint in endpoints.items():
+            log = endpoint.log
+            known = self._followed.get(key)
+            seq = known[2] if known is not None and known[1] is log else 0
+            events = log.since(seq)
+            if events and events[0].seq > seq:
+                missed = events[0].seq - seq
+                lines.append((events[0].time, -1, f"{endpoint.name} ({missed} events not shown)"))
+            for event in events:
+                if event.kind not in self.kinds:
+                    continue
+                if event.kind in ("in", "out"):
+                    detail = f"{event.size} bytes"
+                else:
+                    detail = _printable(event.detail)
+                text = f"{endpoint.name} {event.client} {event.kind} {detail}".rstrip()
+                lines.append((event.time, event.seq, text))
+            if key in mounted or endpoint.clients:
+                followed[key] = (endpoint, log, log.total)
+        self._followed = followed
+        for when, _, text in sorted(lines, key=lambda line: line[:2]):
+            stamp = time.strftime(TIME_FORMAT, time.localtime(when))
+            self.stream.write(f"{stamp} {text}\n")
+        if lines:
+            self.stream.flush()
