@@ -38,7 +38,8 @@ _TIMESTAMP = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
     r"(?:[T ](?P<hour>\d{1,2}):(?P<minute>\d{2})"
     r"(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d{1,9}))?)?"
-    r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?)?"
+    r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,  # \d is 0-9 only: "٢٠٢٢" is not a year here
 )
 
 
@@ -124,7 +125,7 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
                 also = (
                     f"did you mean '{hint[0]}'?" if hint else f"expected one of {', '.join(known)}"
                 )
-                lines.append(f"{name}: unknown property ({also})")
+                lines.append(f"{printable(name)}: unknown property ({also})")
             return lines
         return [error.message]
     name = str(error.path[0])
@@ -139,9 +140,17 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     return [f"{name}: {error.message}"]
 
 
+def printable(text: str) -> str:
+    """``text`` if it prints on one line, else its escaped repr: a problem stays one line."""
+    return text if text.isprintable() else repr(text)
+
+
 def _shown(value: object) -> str:
     """A value as the file spells it: JSON, shortened (strings keep Python quotes, as elsewhere)."""
-    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    try:
+        text = repr(value) if isinstance(value, str) else json.dumps(value)
+    except (ValueError, RecursionError):  # a number too long, or nesting too deep, to print
+        text = f"<{_json_type(value)}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -234,7 +243,7 @@ def read_descriptor(path: str | Path) -> Descriptor:
     """Read and validate one ``.websocket`` file; errors are prefixed with the file name."""
     path = Path(path)
     try:
-        text = path.read_text("utf-8")
+        text = path.read_text("utf-8-sig")  # a byte order mark, as some editors write, is fine
     except OSError as error:
         raise DescriptorError(
             [f"cannot read file: {error.strerror or error}"], str(path)
@@ -245,6 +254,13 @@ def read_descriptor(path: str | Path) -> Descriptor:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         problem = f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        raise DescriptorError([problem], str(path)) from error
+    except (ValueError, RecursionError) as error:  # a huge integer, or nesting too deep
+        problem = (
+            f"invalid JSON: {error}"
+            if isinstance(error, ValueError)
+            else "invalid JSON: nested too deeply"
+        )
         raise DescriptorError([problem], str(path)) from error
     return Descriptor.from_json(data, source=str(path))
 

@@ -131,9 +131,11 @@ class Handlers:
         """
         try:
             code = compile(source, filename, "exec")
-        except SyntaxError as error:
-            where = f"{error.filename}:{error.lineno}" if error.lineno else error.filename
-            raise HandlerError(f"{where}: {error.msg}") from error
+        except (SyntaxError, ValueError) as error:  # ValueError: a NUL byte in the source
+            name = getattr(error, "filename", None) or filename
+            lineno = getattr(error, "lineno", None)
+            where = f"{name}:{lineno}" if lineno else name
+            raise HandlerError(f"{where}: {getattr(error, 'msg', None) or error}") from error
         # Make tracebacks show the handler's lines, as IPython does for cells.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict[str, Any] = (
@@ -163,7 +165,7 @@ class Handlers:
             return cls.from_source(source, str(path))
         except HandlerError:
             raise
-        except Exception as error:  # the module raised while it ran: say where
+        except (Exception, SystemExit) as error:  # the module raised while it ran: say where
             lines = [
                 f.lineno
                 for f in traceback.extract_tb(error.__traceback__)

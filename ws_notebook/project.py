@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .descriptor import Descriptor, DescriptorError, read_descriptor
+from .descriptor import Descriptor, DescriptorError, printable, read_descriptor
 from .handlers import HandlerError, Handlers
 
 __all__ = [
@@ -80,9 +80,23 @@ def _workspace_roots(descriptor: Descriptor, path: Path, root: Path | None) -> l
     return list(dict.fromkeys(roots))
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, say: no such handler
+        return False
+
+
 def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Path:
     """Find the handler module a descriptor names; ``.py`` is assumed when it has no extension."""
     relative = PurePosixPath(descriptor.handler.lstrip("/"))
+    if not relative.name or relative.name in (".", ".."):
+        raise HandlerError(f"{path}: handler: {descriptor.handler!r} does not name a module")
+    if ".." in relative.parts:
+        raise HandlerError(
+            f"{path}: handler: {descriptor.handler!r} leaves the project ('..'); "
+            "name the module by its path inside the workspace"
+        )
     names = [relative] if relative.suffix in (".py", ".js") else [relative.with_suffix(".py")]
     if relative.suffix == ".js":  # a ported project: prefer the Python module beside the .js
         names.insert(0, relative.with_suffix(".py"))
@@ -90,7 +104,7 @@ def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Pa
     for name in names:
         for folder in roots:
             candidate = folder.joinpath(*name.parts)
-            if candidate.is_file():
+            if _is_file(candidate):
                 return candidate
     if relative.suffix == ".js":
         raise HandlerError(
@@ -98,7 +112,7 @@ def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Pa
             f"write {relative.with_suffix('.py').name} beside it (onOpen, onMessage, onError, "
             "onClose keep their names)"
         )
-    tried = ", ".join(str(folder.joinpath(*names[-1].parts)) for folder in roots)
+    tried = ", ".join(printable(str(folder.joinpath(*names[-1].parts))) for folder in roots)
     raise HandlerError(f"{path}: handler: {descriptor.handler!r} not found (looked for {tried})")
 
 
