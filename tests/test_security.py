@@ -231,10 +231,24 @@ async def test_client_that_does_not_read_is_disconnected(serve: Callable[..., Se
             await asyncio.sleep(0)
     assert sent < 2000
     await asyncio.sleep(0.1)
+    await wait_until(lambda: not endpoint.clients, timeout=2)  # dropped at once, no 5 s wait
     details = [e.detail for e in endpoint.log.since() if e.kind == "error"]
-    assert any(detail.startswith("send queue full") for detail in details)
+    assert len(details) == 1 and details[0].startswith("send queue full")
+    closes = [e.detail for e in endpoint.log.since() if e.kind == "close"]
+    assert closes == ["1008 send queue full: the client does not read (closed by the server)"]
     writer.close()
-    await wait_until(lambda: not endpoint.clients)
+
+
+async def test_a_message_bigger_than_the_send_queue_reaches_a_reader(
+    serve: Callable[..., Server],
+) -> None:
+    """The send queue limits the backlog, not the size of one message."""
+    server = serve(limits=Limits(max_send_queue=64 * 1024, max_message_size=4 * 1024 * 1024))
+    mount_echo(server)
+    async with websockets.connect(server.url("echo"), max_size=None) as ws:
+        big = "b" * (1024 * 1024)
+        await ws.send(big)
+        assert await ws.recv() == big
 
 
 async def test_dead_peer_is_closed_by_ping_timeout(serve: Callable[..., Server]) -> None:

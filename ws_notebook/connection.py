@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 if TYPE_CHECKING:
@@ -42,6 +44,41 @@ def _frame(message: Any) -> str | bytes:
     )
 
 
+def _header(first: int, length: int) -> bytes:
+    """An unmasked RFC 6455 frame header: FIN and opcode byte, then the payload length."""
+    if length < 126:
+        return bytes((first, length))
+    if length <= 0xFFFF:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
+_TEXT = 0x81  # FIN + text
+_BINARY = 0x82  # FIN + binary
+
+
+class Sent:
+    """What ``Client.send`` returns: awaiting it waits until the frame is written to the socket.
+
+    Tornado's ``write_message`` wraps the stream's write future in a new asyncio Task for every
+    message, whether or not anyone awaits it; that Task (and its scheduling) was the biggest
+    single cost of an echo. This wrapper costs nothing until it is awaited, and then behaves as
+    that Task did: it resolves to None, or raises ``WebSocketClosedError`` if the connection
+    closed before the frame went out.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def __await__(self) -> Any:
+        try:
+            return (yield from self._future.__await__())
+        except StreamClosedError:
+            raise WebSocketClosedError() from None
+
+
 class Client:
     """One connection: who it is, what it sent and received, and how to talk back.
 
@@ -49,9 +86,12 @@ class Client:
     used to find the client again with ``ws_notebook.client(id)``.
     """
 
-    def __init__(self, socket: WebSocketHandler, endpoint: Endpoint) -> None:
-        self._socket = socket
+    def __init__(
+        self, socket: WebSocketHandler, endpoint: Endpoint, max_send_queue: int | None = None
+    ) -> None:
+        self._socket: WebSocketHandler | None = socket
         self._endpoint = endpoint
+        self._max_send_queue = max_send_queue  # bytes queued for the client; None: no limit
         # Created on the server's loop thread; sends from other threads are handed over to it.
         self._loop = IOLoop.current()
         self._thread = threading.get_ident()
@@ -59,9 +99,8 @@ class Client:
         self.id = f"c{next(_ids)}"
         self.endpoint = endpoint.name
         self.remote_address: str = request.remote_ip or ""
-        # Headers and query may carry the Jupyter cookie or token: repr and as_dict leave them out.
-        self.headers: dict[str, str] = dict(request.headers.get_all())
-        self.query: dict[str, list[str]] = parse_qs(request.query, keep_blank_values=True)
+        self._request_headers = request.headers  # turned into dicts when first asked for
+        self._query_string = request.query
         self.path: str = request.path
         self.opened_at = time.time()
         self.closed_at: float | None = None
@@ -71,6 +110,17 @@ class Client:
         self.messages_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+
+    # Headers and query may carry the Jupyter cookie or token: repr and as_dict leave them out.
+    @functools.cached_property
+    def headers(self) -> dict[str, str]:
+        """The request's headers (the last value of a repeated one)."""
+        return dict(self._request_headers.get_all())
+
+    @functools.cached_property
+    def query(self) -> dict[str, list[str]]:
+        """The URL's query string, parsed: each name to its list of values."""
+        return parse_qs(self._query_string, keep_blank_values=True)
 
     @property
     def open(self) -> bool:
@@ -95,8 +145,8 @@ class Client:
         if self.closed_at is not None:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed")
         try:
-            written = self._socket.write_message(frame, binary=frame.__class__ is bytes)
-        except WebSocketClosedError as error:
+            written = self._write(frame)
+        except (WebSocketClosedError, StreamClosedError) as error:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed") from error
         except StreamBufferFullError as error:
             self._too_slow()
@@ -110,14 +160,52 @@ class Client:
         self._endpoint.log.message("out", self.id, frame)
         return written
 
+    def _write(self, frame: str | bytes) -> Any:
+        """Write one message as one frame, as ``WebSocketHandler.write_message`` would.
+
+        The frame goes to the connection's stream directly (same checks, same bytes on the
+        wire), without the asyncio Task Tornado creates per message; with permessage-deflate
+        on, Tornado's own ``write_message`` compresses it.
+        """
+        connection = self._socket.ws_connection
+        if connection is None or connection.is_closing():
+            raise WebSocketClosedError()
+        if getattr(connection, "_compressor", True) is not None:  # deflate, or another Tornado
+            self._allow_backlog(connection.stream, len(frame) * 4)  # at most 4 bytes a character
+            return self._socket.write_message(frame, binary=frame.__class__ is bytes)
+        if frame.__class__ is bytes:
+            data, first = frame, _BINARY
+        elif isinstance(frame, str):
+            data, first = frame.encode(), _TEXT
+        else:  # a bytes subclass: a text frame, as write_message(binary=False) sends it
+            data, first = bytes(frame), _TEXT
+        self._allow_backlog(connection.stream, len(data))
+        return Sent(connection.stream.write(_header(first, len(data)) + data))
+
+    def _allow_backlog(self, stream: Any, size: int) -> None:
+        """Let the stream take this frame unless ``max_send_queue`` bytes already wait.
+
+        The stream refuses a write when what is queued plus the new frame exceeds its limit;
+        allowing for the frame makes the limit one on the backlog, whatever the message size.
+        """
+        if self._max_send_queue is not None:
+            stream.max_write_buffer_size = self._max_send_queue + size + 14
+
     def _too_slow(self) -> None:
-        """A client that lets its send queue fill up is closed rather than let memory grow."""
-        queued = self._socket.ws_connection.stream.max_write_buffer_size
+        """A client that lets its send queue fill up is closed rather than let memory grow.
+
+        The close frame is queued behind data the client is not reading, so the connection
+        is dropped at once rather than after Tornado's 5 s wait for the closing handshake.
+        """
         self._endpoint.log.record(
-            "error", self.id, detail=f"send queue full ({queued} bytes): the client does not read"
+            "error",
+            self.id,
+            detail=f"send queue full (over {self._max_send_queue} bytes): the client does not read",
         )
-        self._socket.ws_connection.stream.max_write_buffer_size = None  # room for the close frame
+        stream = self._socket.ws_connection.stream
+        stream.max_write_buffer_size = None  # room for the close frame
         self.close(POLICY_VIOLATION, "send queue full: the client does not read")
+        stream.close()
 
     def _send_on_loop(self, frame: str | bytes) -> None:
         with contextlib.suppress(ConnectionClosed):  # closed while the message was on its way
@@ -126,9 +214,15 @@ class Client:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; ``on_close`` runs when it completes."""
         if threading.get_ident() != self._thread:
-            self._loop.add_callback(self._socket.close, code, reason)
+            self._loop.add_callback(self.close, code, reason)
             return
-        self._socket.close(code, reason)
+        if self._socket is not None:  # None once closed: closing again does nothing
+            self._socket.close(code, reason)
+
+    def _detach(self) -> None:
+        """Once closed, let go of the connection: the handler and the client referred to each
+        other, a cycle that left every closed connection's objects to the garbage collector."""
+        self._socket = None
 
     def __repr__(self) -> str:
         return (

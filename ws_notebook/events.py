@@ -45,6 +45,7 @@ class EventLog:
         if capacity < 0:
             raise ValueError(f"capacity: {capacity} is negative; use 0 to keep no events")
         self._events: deque[tuple] = deque(maxlen=capacity)
+        self._off = capacity == 0  # the log is off: count events, build nothing
         self.total = 0  # events ever recorded; the next one gets this sequence number
         self._cleared = 0  # events removed on purpose by clear(), not counted as dropped
 
@@ -65,15 +66,17 @@ class EventLog:
         preview: str | bytes = "",
         detail: str = "",
     ) -> None:
-        self._events.append((self.total, time.time(), kind, client, size, preview, detail))
+        if not self._off:
+            self._events.append((self.total, time.time(), kind, client, size, preview, detail))
         self.total += 1
 
     def message(self, kind: str, client: str, message: str | bytes) -> None:
         """Record a message in or out: its size and its start, enough to recognise it."""
-        limit = PREVIEW_BYTES if message.__class__ is bytes else PREVIEW_CHARS
-        self._events.append(
-            (self.total, time.time(), kind, client, len(message), message[:limit], "")
-        )
+        if not self._off:
+            limit = PREVIEW_BYTES if message.__class__ is bytes else PREVIEW_CHARS
+            self._events.append(
+                (self.total, time.time(), kind, client, len(message), message[:limit], "")
+            )
         self.total += 1
 
     def since(self, seq: int = 0) -> list[Event]:

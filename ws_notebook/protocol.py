@@ -21,6 +21,7 @@ from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError
 __all__ = ["EndpointProtocol", "valid_close_code"]
 
 OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
 PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
@@ -44,6 +45,8 @@ class EndpointProtocol(WebSocketProtocol13):
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if self.client_terminated:
             return None
+        if self.server_terminated and opcode in (OPCODE_TEXT, OPCODE_BINARY):
+            return None  # we are closing: the peer's last messages reach no handler (RFC 6455 1.4)
         if opcode == OPCODE_TEXT:
             return self._text_message(data)
         if opcode == OPCODE_CLOSE:

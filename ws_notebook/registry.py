@@ -91,6 +91,7 @@ class Endpoint:
 
     def closed(self, client: Client, by_server: bool = False) -> Any:
         self.clients.pop(client.id, None)
+        client._detach()
         if client.close_code is None:
             detail = "connection dropped without a close frame"
         else:

@@ -157,8 +157,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
             self.endpoint.log.record("error", "-", detail=f"refused a connection: {reason}")
             self.close(TRY_AGAIN_LATER, reason)
             return None
-        self.ws_connection.stream.max_write_buffer_size = limits.max_send_queue
-        self.client = Client(self, self.endpoint)
+        self.client = Client(self, self.endpoint, max_send_queue=limits.max_send_queue)
         return self._watch("on_open", self.endpoint.opened(self.client))
 
     def on_message(self, message: str | bytes) -> Any:

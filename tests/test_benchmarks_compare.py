@@ -1,0 +1,65 @@
+"""The comparison benchmark still runs: ``benchmarks/compare.py --quick`` goes through and reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compare_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
+    figures = tmp_path / "compare.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compare.py"),
+            "--quick",
+            "--json",
+            str(figures),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "BROKEN" not in result.stdout, output
+    for figure in (
+        "bare Tornado",
+        "websockets",
+        "ws_notebook log off",
+        "1. echo sequential 64 B: msg/s",
+        "round trip p99 (ms, lower better)",
+        "2. echo pipelined 64 B: msg/s",
+        "echo pipelined 64 KiB: msg/s",
+        "3. broadcast 256 B to",
+        "delivery latency p99 (ms, lower better)",
+        "4. churn: connect+handshake+close /s",
+        "RSS with 50 idle connections (MiB)",
+        "events kept in the log",
+        "in a Jupyter kernel",
+        "log on + panel",
+        "panel/off",
+        "within 10% of Tornado",
+        "ahead of websockets",
+        "costs under 15%",
+    ):
+        assert figure in result.stdout, output
+
+    data = json.loads(figures.read_text())
+    assert data["broken"] == []
+    for section in ("seq", "pipe_small", "pipe_large", "broadcast", "churn"):
+        assert set(data[section]) == {"tornado", "websockets", "nb_off", "nb"}, section
+        assert all(figures["rate"] > 0 for figures in data[section].values()), section
+    for figures in data["broadcast"].values():
+        assert figures["received"] == figures["expected"]  # loopback, 50 clients: all delivered
+    assert data["memory"]["nb"]["log_kept"] == data["memory"]["nb"]["log_capacity"] == 1000
+    assert data["memory"]["nb_off"]["log_kept"] == 0
+    for kind in ("seq", "pipe"):
+        assert set(data["kernel"][kind]) == {"off", "on", "panel"}
+        assert all(figures["rate"] > 0 for figures in data["kernel"][kind].values())
+    assert data["kernel"]["comm_msgs"] > 0  # the panel was displayed and updated

@@ -1,0 +1,167 @@
+"""What the hot-path work for benchmarks/compare.py must keep: same frames, same behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from tornado.websocket import WebSocketClosedError
+
+import ws_notebook
+from ws_notebook import ConnectionClosed, Descriptor, EventLog, Handlers, Limits, Registry, Server
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    started = Server()
+    started.start()
+    yield started
+    started.stop()
+
+
+def mount(server: Server, name: str, log_capacity: int | None = None, **functions: object):
+    descriptor = Descriptor.new(name, handler="test", created_by="test")
+    handlers = Handlers.from_namespace(functions)
+    return server.registry.mount(descriptor, handlers, log_capacity).endpoint
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "",
+        "x" * 125,  # the largest 7-bit length
+        "x" * 126,  # 16-bit length
+        "é" * 40_000,  # 80,000 bytes of UTF-8: 64-bit length
+        b"",
+        bytes(range(256)) * 256,  # 65,536 bytes: 64-bit length
+        b"\x00" * 65_535,  # the largest 16-bit length
+    ],
+    ids=repr,
+)
+async def test_echo_frames_of_every_length_encoding(server: Server, message: str | bytes) -> None:
+    mount(server, "echo", on_message=lambda message, client: client.send(message))
+    async with websockets.connect(server.url("echo"), max_size=None) as ws:
+        await ws.send(message)
+        assert await ws.recv() == message
+
+
+async def test_compressed_connections_still_echo(server: Server) -> None:
+    server.stop()
+    server.limits = Limits(compression=True)
+    server.start()
+    mount(server, "echo", on_message=lambda message, client: client.send(message))
+    async with websockets.connect(server.url("echo"), compression="deflate") as ws:
+        assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        for message in ("text " * 1000, b"\x01" * 5000):
+            await ws.send(message)
+            assert await ws.recv() == message
+
+
+async def test_send_returns_an_awaitable_and_starts_no_task(server: Server) -> None:
+    sent: list = []
+
+    async def on_message(message: str, client: ws_notebook.Client) -> None:
+        result = client.send(message)
+        sent.append(result)
+        assert await result is None  # resolves once written
+
+    def not_awaited(message: str, client: ws_notebook.Client) -> None:
+        sent.append((len(asyncio.all_tasks()), client.send(message), len(asyncio.all_tasks())))
+
+    mount(server, "awaited", on_message=on_message)
+    mount(server, "fire", on_message=not_awaited)
+    async with websockets.connect(server.url("awaited")) as ws:
+        await ws.send("a")
+        assert await ws.recv() == "a"
+    async with websockets.connect(server.url("fire")) as ws:
+        await ws.send("b")
+        assert await ws.recv() == "b"
+    before, _, after = sent[-1]
+    assert after == before  # no asyncio Task per message
+
+
+async def test_awaiting_a_send_after_the_connection_dropped_raises() -> None:
+    from ws_notebook.connection import Sent
+
+    loop = asyncio.get_running_loop()
+    from tornado.iostream import StreamClosedError
+
+    failed = loop.create_future()
+    failed.set_exception(StreamClosedError())
+    with pytest.raises(WebSocketClosedError):
+        await Sent(failed)
+    done = loop.create_future()
+    done.set_result(None)
+    assert await Sent(done) is None
+
+
+async def test_a_closed_client_lets_go_of_its_connection(server: Server) -> None:
+    kept: list[ws_notebook.Client] = []
+    closed = asyncio.Event()
+    endpoint = mount(
+        server,
+        "keep",
+        on_open=kept.append,
+        on_close=lambda client: closed.set(),
+    )
+    async with websockets.connect(server.url("keep") + "?a=1&b=&a=2") as ws:
+        await ws.send("hi")
+        client = kept[0]
+        assert client.query == {"a": ["1", "2"], "b": [""]}
+        assert client.headers["Upgrade"].lower() == "websocket"
+    await asyncio.wait_for(closed.wait(), 5)
+    assert client.state == "closed" and client._socket is None
+    assert client.headers["Upgrade"].lower() == "websocket"  # still readable after the close
+    client.close()  # closing again does nothing
+    with pytest.raises(ConnectionClosed):
+        client.send("too late")
+    assert endpoint.clients == {}
+
+
+async def test_closed_connections_leave_no_cyclic_garbage(server: Server) -> None:
+    mount(server, "churn", on_message=lambda message, client: client.send(message))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            async with websockets.connect(server.url("churn")) as ws:
+                await ws.send("x")
+                await ws.recv()
+        await asyncio.sleep(0.2)
+        from ws_notebook.server import EndpointSocket
+
+        left = [o for o in gc.get_objects() if type(o) is EndpointSocket]
+        assert left == []  # freed by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_log_capacity_zero_mounts_an_endpoint_with_the_log_off() -> None:
+    registry = Registry()
+    descriptor = Descriptor.new("quiet", handler="test")
+    endpoint = registry.mount(descriptor, Handlers(), log_capacity=0).endpoint
+    assert endpoint.log.capacity == 0
+    assert (
+        registry.mount(Descriptor.new("default", handler="t"), Handlers()).endpoint.log.capacity
+        == 1000
+    )
+    endpoint.log.message("in", "c1", "hello")
+    endpoint.log.record("open", "c1")
+    assert len(endpoint.log) == 0 and endpoint.log.total == 2 and endpoint.log.dropped == 2
+
+
+def test_log_off_is_cheap_and_log_on_unchanged() -> None:
+    log = EventLog(0)
+    for i in range(1000):
+        log.message("out", "c", "x" * i)
+    assert log.since() == [] and log.total == 1000
+    on = EventLog(2)
+    on.message("in", "c", "abc")
+    on.message("out", "c", b"\x01\x02")
+    assert [(e.kind, e.size, e.preview) for e in on.since()] == [
+        ("in", 3, "abc"),
+        ("out", 2, b"\x01\x02"),
+    ]
