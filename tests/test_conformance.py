@@ -2,9 +2,9 @@
 
 The quick run is Autobahn|Testsuite's fuzzing client, groups 1-7 and 10 (247 cases, about 11 s,
 plus about 30 s the first time to set up its Python 2.7 environment in the cache). It runs once
-per module; each test below reads its results. A case ws_notebook is known to fail goes in
-``KNOWN_FAILURES`` with the reason: its test is then a strict xfail, which turns into a failure
-the day the server passes it, so the list never goes stale.
+per module; each test below reads its results. Every case must be OK, NON-STRICT or
+INFORMATIONAL (bare Tornado fails 7.9.1-7.9.9: it echoes invalid close codes instead of closing
+with 1002; ws_notebook's protocol checks them).
 """
 
 from __future__ import annotations
@@ -31,11 +31,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"pyenv's Python {autobahn.PYTHON2_VERSION} is missing: Autobahn|Testsuite's wstest "
     f"is Python 2 code (pyenv install {autobahn.PYTHON2_VERSION})",
 )
-
-# case id -> why ws_notebook fails it today. Empty: every quick case is OK, NON-STRICT or
-# INFORMATIONAL. (Bare Tornado fails 7.9.1-7.9.9: it echoes invalid close codes instead of
-# closing with 1002; ws_notebook's protocol checks them.)
-KNOWN_FAILURES: dict[str, str] = {}
 
 QUICK_GROUPS = [pattern.split(".")[0] for pattern in autobahn.QUICK_CASES]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -88,11 +83,7 @@ def test_group_passes(quick_run: dict[str, Any], group: str) -> None:
     """Every case of the group is OK, NON-STRICT or INFORMATIONAL (known failures aside)."""
     cases = [case for case in quick_run["cases"] if case.split(".")[0] == group]
     assert cases, f"no case of group {group} ran"
-    failing = [
-        case
-        for case in cases
-        if quick_run["cases"][case]["behavior"] not in PASSING and case not in KNOWN_FAILURES
-    ]
+    failing = [case for case in cases if quick_run["cases"][case]["behavior"] not in PASSING]
     assert not failing, _describe(quick_run, failing)
 
 
@@ -107,17 +98,3 @@ def test_invalid_close_codes_are_answered_with_1002(quick_run: dict[str, Any]) -
 
 def test_exit_code_says_whether_a_case_failed(quick_run: dict[str, Any]) -> None:
     assert quick_run["returncode"] == (1 if quick_run["failed"] else 0), quick_run["output"]
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for case, reason in sorted(
-            KNOWN_FAILURES.items(), key=lambda item: autobahn.case_key(item[0])
-        )
-    ]
-    or [pytest.param("none", marks=pytest.mark.skip(reason="no known failure"))],
-)
-def test_known_failure(quick_run: dict[str, Any], case: str) -> None:
-    assert quick_run["cases"][case]["behavior"] in PASSING, _describe(quick_run, [case])
