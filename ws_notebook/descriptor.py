@@ -16,9 +16,11 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
+
 
 __all__ = [
     "Descriptor",
@@ -82,10 +84,6 @@ def parse_timestamp(text: str) -> datetime:
     )
 
 
-_format_checker = jsonschema.FormatChecker(formats=())
-
-
-@_format_checker.checks("iso8601-timestamp", raises=ValueError)
 def _is_timestamp(value: object) -> bool:
     if isinstance(value, str):
         parse_timestamp(value)
@@ -101,10 +99,26 @@ def descriptor_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
+    """The schema's validator, made on first use.
+
+    ``jsonschema`` is imported here, not with the module: where ``rfc3987_syntax`` is installed
+    (any Jupyter environment), importing jsonschema builds its IRI grammar, about 1 s and 17 MiB
+    of objects that every full garbage collection of the kernel then walks. Endpoints defined
+    in cells never need it; descriptors read from files do.
+    """
+    import jsonschema
+
     schema = descriptor_schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=_format_checker)
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("iso8601-timestamp", raises=ValueError)(_is_timestamp)
+    return cls(schema, format_checker=checker)
+
+
+@cache
+def _endpoint_pattern() -> re.Pattern[str]:
+    return re.compile(descriptor_schema()["properties"]["endpoint"]["pattern"])
 
 
 def _describe(error: jsonschema.ValidationError) -> list[str]:
@@ -162,15 +176,17 @@ def _json_type(value: object) -> str:
 
 
 def check_endpoint_name(name: object) -> str:
-    """Return ``name`` if clients can use it in a URL, else raise DescriptorError naming it."""
-    problems = [
-        line
-        for error in _validator().iter_errors({"endpoint": name, "handler": "-"})
-        for line in _describe(error)
-    ]
-    if problems:
-        raise DescriptorError(problems)
-    return name  # type: ignore[return-value]
+    """Return ``name`` if clients can use it in a URL, else raise DescriptorError naming it.
+
+    The schema's own ``endpoint`` pattern, applied as jsonschema applies it (``re.search``).
+    """
+    if not isinstance(name, str):
+        raise DescriptorError([f"endpoint: {_shown(name)} is not a string"])
+    if not _endpoint_pattern().search(name):
+        raise DescriptorError(
+            [f"endpoint: {name!r} is not a valid endpoint name ({ENDPOINT_NAME_HINT})"]
+        )
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,16 +210,28 @@ class Descriptor:
         description: str = "",
         created_by: str | None = None,
     ) -> Descriptor:
-        """A descriptor created now, by the current user unless ``created_by`` says otherwise."""
-        return cls.from_json(
-            {
-                "endpoint": endpoint,
-                "handler": handler,
-                "location": location,
-                "description": description,
-                "createdBy": created_by if created_by is not None else _user_name(),
-                "createdAt": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-            }
+        """A descriptor created now, by the current user unless ``created_by`` says otherwise.
+
+        Only the endpoint name is checked (the schema's pattern): the other properties are
+        made here. Values that are not strings get the schema's full check and its messages.
+        """
+        properties = {
+            "endpoint": endpoint,
+            "handler": handler,
+            "location": location,
+            "description": description,
+            "createdBy": created_by if created_by is not None else _user_name(),
+            "createdAt": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        }
+        if not handler or not all(isinstance(value, str) for value in properties.values()):
+            return cls.from_json(properties)
+        return cls(
+            endpoint=check_endpoint_name(endpoint),
+            handler=handler,
+            location=location,
+            description=description,
+            created_by=properties["createdBy"],
+            created_at=properties["createdAt"],
         )
 
     @classmethod
