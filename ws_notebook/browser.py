@@ -98,9 +98,6 @@ function render({ model, el }) {
   el.querySelector(".wsnb-send").onclick = send;
   el.querySelector(".wsnb-close").onclick = () => socket && socket.close(1000, "closed by user");
   input.onkeydown = (event) => { if (event.key === "Enter") send(); };
-  model.on("msg:custom", (message) => {
-    if (message.send !== undefined) { input.value = message.send; send(); }
-  });
   return () => socket && socket.close(1001, "view removed");
 }
 export default { render };
@@ -145,7 +142,3 @@ class BrowserClient(anywidget.AnyWidget):
             mode=mode,
             **kwargs,
         )
-
-    def send_text(self, text: str) -> None:
-        """Type ``text`` into the page's send box and send it, as a person would."""
-        self.send({"send": text})

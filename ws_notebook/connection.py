@@ -111,7 +111,7 @@ class Client:
         self.bytes_in = 0
         self.bytes_out = 0
 
-    # Headers and query may carry the Jupyter cookie or token: repr and as_dict leave them out.
+    # Headers and query may carry the Jupyter cookie or token: repr and the tables leave them out.
     @functools.cached_property
     def headers(self) -> dict[str, str]:
         """The request's headers (the last value of a repeated one)."""
@@ -229,17 +229,3 @@ class Client:
             f"<Client {self.id} {self.endpoint!r} from {self.remote_address} {self.state}, "
             f"{self.messages_in} in / {self.messages_out} out>"
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        """A summary for tables: no headers or query, which may carry credentials."""
-        return {
-            "id": self.id,
-            "endpoint": self.endpoint,
-            "remote_address": self.remote_address,
-            "opened_at": self.opened_at,
-            "state": self.state,
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-        }

@@ -26,7 +26,12 @@ __all__ = ["EndpointPanel", "panels"]
 
 ALL = None  # a panel with no endpoint name watches every endpoint
 BROADCAST = "all clients"
-RATE_WINDOW = 3.0  # seconds over which messages/s are averaged
+RATE_WINDOW = 3.0
+_ROW_CLASS = {
+    "in": "wsnb-in",
+    "out": "wsnb-out",
+    "error": "wsnb-error",
+}  # seconds over which messages/s are averaged
 
 _STYLE = """
 <style>
@@ -245,24 +250,25 @@ class EndpointPanel(widgets.VBox):
             _table(CLIENT_COLUMNS, rows) + more if clients else "<small>no open connections</small>"
         )
 
-    def _render_log(self) -> str:
+    def _shown_events(self) -> list[tuple[str, Event]]:
+        """The buffered events that pass the filter box (client id or text), oldest first."""
         needle = self.filter_box.value.strip().lower()
-        rows = []
-        for name, event in self._log:
-            if (
-                needle
-                and needle not in event.client.lower()
-                and needle not in payload(event).lower()
-            ):
-                continue
-            css = {"in": "wsnb-in", "out": "wsnb-out", "error": "wsnb-error"}.get(
-                event.kind, "wsnb-event"
-            )
-            rows.append((css, event_row(name, event)))
+        if not needle:
+            return list(self._log)
+        return [
+            (name, event)
+            for name, event in self._log
+            if needle in event.client.lower() or needle in payload(event).lower()
+        ]
+
+    def _render_log(self) -> str:
+        rows = [
+            (_ROW_CLASS.get(event.kind, "wsnb-event"), event_row(name, event))
+            for name, event in self._shown_events()
+        ]
         if not rows:
-            return (
-                "<small>no events yet</small>" if not needle else "<small>no events match</small>"
-            )
+            filtered = self.filter_box.value.strip()
+            return "<small>no events match</small>" if filtered else "<small>no events yet</small>"
         return _table(EVENT_COLUMNS, reversed(rows))  # newest first
 
     def _update_targets(self, endpoints: list[Endpoint]) -> None:
@@ -277,12 +283,7 @@ class EndpointPanel(widgets.VBox):
     @property
     def log_rows(self) -> list[dict[str, Any]]:
         """The log rows the panel shows now (after the filter), newest last."""
-        needle = self.filter_box.value.strip().lower()
-        return [
-            {"endpoint": name, **event.as_dict()}
-            for name, event in self._log
-            if not needle or needle in event.client.lower() or needle in payload(event).lower()
-        ]
+        return [{"endpoint": name, **event.as_dict()} for name, event in self._shown_events()]
 
     def _log_view_changed(self) -> None:
         self._log_changed = True
