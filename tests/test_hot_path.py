@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import websockets
 from tornado.websocket import WebSocketClosedError
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.uri import parse_uri
 
 import ws_notebook
 from ws_notebook import ConnectionClosed, Descriptor, EventLog, Handlers, Limits, Registry, Server
@@ -165,3 +170,72 @@ def test_log_off_is_cheap_and_log_on_unchanged() -> None:
         ("in", 3, "abc"),
         ("out", 2, b"\x01\x02"),
     ]
+
+
+async def test_frames_keep_their_order_when_the_socket_stops_taking_them(server: Server) -> None:
+    """Once the socket refuses a frame, later frames queue in the stream behind it, even if the
+    socket has room again before the loop has flushed the stream; all arrive in order.
+
+    The client is a blocking socket driven from this thread (websockets' sans-I/O protocol does
+    the handshake and parses the frames), so the loop does not run between its steps.
+    """
+    endpoint = mount(server, "order")
+    protocol = ClientProtocol(parse_uri(server.url("order")), max_size=None)
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    protocol.send_request(protocol.connect())
+    raw.sendall(b"".join(protocol.data_to_send()))
+    while not endpoint.clients:
+        await asyncio.sleep(0.01)
+    client = next(iter(endpoint.clients.values()))
+
+    sent = [client.send(f"{i:04d}" + "x" * 65_532) for i in range(100)]
+    queued = [i for i, s in enumerate(sent) if s._future is not None]
+    assert queued, "the socket took 100 x 64 KiB: the test needs a client that does not read"
+    raw.settimeout(5)
+    received: list = []
+
+    def read_some(size: int) -> None:
+        protocol.receive_data(raw.recv(size))
+        received.extend(e for e in protocol.events_received() if isinstance(e, Frame))
+
+    read_some(1 << 20)  # room in the server's socket again, and the loop has not run since
+    time.sleep(0.05)
+    last = client.send("last")
+    while len(received) < 101:
+        await asyncio.sleep(0)  # let the loop flush the stream
+        read_some(1 << 20)
+    raw.close()
+    texts = [frame.data.decode() for frame in received]
+    assert [t[:4] for t in texts[:100]] == [f"{i:04d}" for i in range(100)]
+    assert texts[100] == "last"
+    assert [await s for s in [*sent, last]] == [None] * 101  # each resolves once written
+
+
+async def test_broadcast_encodes_once_and_reaches_every_client(server: Server) -> None:
+    endpoint = mount(server, "room")
+    clients = [await websockets.connect(server.url("room")) for _ in range(3)]
+    try:
+        while len(endpoint.clients) < 3:
+            await asyncio.sleep(0.01)
+        assert endpoint.broadcast({"n": 1}) == 3
+        assert endpoint.broadcast(b"\x00\x01") == 3
+        assert [await ws.recv() for ws in clients] == ['{"n": 1}'] * 3
+        assert [await ws.recv() for ws in clients] == [b"\x00\x01"] * 3
+        with pytest.raises(TypeError, match="cannot send object"):
+            endpoint.broadcast(object())  # refused before any client gets anything
+        assert endpoint.messages_out == 6
+        assert [e.size for e in endpoint.log.since() if e.kind == "out"] == [8] * 3 + [2] * 3
+    finally:
+        for ws in clients:
+            await ws.close()
+
+
+async def test_a_broadcast_from_another_thread_is_delivered(server: Server) -> None:
+    endpoint = mount(server, "threads")
+    async with websockets.connect(server.url("threads")) as ws:
+        while not endpoint.clients:
+            await asyncio.sleep(0.01)
+        sent = await asyncio.to_thread(endpoint.broadcast, "from a thread")
+        assert sent == 1
+        assert await ws.recv() == "from a thread"

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from .connection import Client, ConnectionClosed
+from .connection import Client, ConnectionClosed, encode
 from .descriptor import Descriptor, check_endpoint_name
 from .events import EventLog
 from .handlers import EVENT_NAMES, Handlers
@@ -54,11 +54,15 @@ class Endpoint:
         return f"<Endpoint {self.name!r} {len(self.clients)} clients, handlers {self.handlers.defined}>"
 
     def broadcast(self, message: Any) -> int:
-        """Send a message to every open client; returns how many it was sent to."""
+        """Send a message to every open client; returns how many it was sent to.
+
+        The message is encoded once, not once per client.
+        """
+        frame = encode(message)
         sent = 0
         for client in list(self.clients.values()):
             try:
-                client.send(message)
+                client.send(frame)
             except ConnectionClosed:
                 continue
             sent += 1
