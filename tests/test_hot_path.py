@@ -239,3 +239,78 @@ async def test_a_broadcast_from_another_thread_is_delivered(server: Server) -> N
         sent = await asyncio.to_thread(endpoint.broadcast, "from a thread")
         assert sent == 1
         assert await ws.recv() == "from a thread"
+
+
+# --- replies held back while a burst of input is read (Client._hold) ---------------------------
+
+
+async def test_replies_to_a_pipelined_burst_arrive_complete_and_in_order(server: Server) -> None:
+    def on_message(message: str, client: ws_notebook.Client) -> None:
+        client.send(message)
+        client.send(message.upper())
+
+    mount(server, "burst", on_message=on_message)
+    async with websockets.connect(server.url("burst")) as ws:
+        for i in range(500):  # sent back to back: the server reads them in large chunks
+            await ws.send(f"m{i}")
+        replies = [await ws.recv() for _ in range(1000)]
+    assert replies == [r for i in range(500) for r in (f"m{i}", f"M{i}")]
+
+
+async def test_a_reply_goes_before_the_close_the_handler_starts(server: Server) -> None:
+    def on_message(message: str, client: ws_notebook.Client) -> None:
+        client.send("bye")
+        client.close(4000, "done")
+
+    mount(server, "closing", on_message=on_message)
+    async with websockets.connect(server.url("closing")) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "bye"
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4000, "done")
+
+
+async def test_an_async_handler_sends_before_it_waits(server: Server) -> None:
+    """A send made before an ``await`` is not held until the handler returns."""
+    go_on = asyncio.Event()
+
+    async def on_message(message: str, client: ws_notebook.Client) -> None:
+        client.send("working")
+        await go_on.wait()  # set only once "working" has arrived
+        client.send("done")
+
+    mount(server, "slow", on_message=on_message)
+    async with websockets.connect(server.url("slow")) as ws:
+        await ws.send("start")
+        assert await asyncio.wait_for(ws.recv(), 5) == "working"
+        go_on.set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "done"
+
+
+async def test_a_held_reply_is_written_when_awaited_and_pings_are_answered(server: Server) -> None:
+    written: list = []
+
+    def on_message(message: str, client: ws_notebook.Client) -> None:
+        written.append(client.send(message))
+
+    mount(server, "ping", on_message=on_message)
+    async with websockets.connect(server.url("ping")) as ws:
+        for i in range(50):
+            await ws.send(f"{i}")
+        pong = await ws.ping()
+        for i in range(50, 100):
+            await ws.send(f"{i}")
+        await asyncio.wait_for(pong, 5)
+        assert [await ws.recv() for _ in range(100)] == [f"{i}" for i in range(100)]
+    assert [await sent for sent in written] == [None] * 100
+
+
+async def test_connections_do_not_delay_small_writes(server: Server) -> None:
+    """TCP_NODELAY: without it, a second small reply waits for the client's delayed ACK."""
+    endpoint = mount(server, "nodelay")
+    async with websockets.connect(server.url("nodelay")):
+        while not endpoint.clients:
+            await asyncio.sleep(0.01)
+        stream = next(iter(endpoint.clients.values()))._socket.ws_connection.stream
+        assert stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -77,6 +77,7 @@ def encode(message: Any) -> Frame:
 
 
 _JOIN_BELOW = 16 * 1024  # smaller payloads are sent joined to their header, larger ones beside it
+_HOLD_AT_MOST = 64 * 1024  # bytes of replies held back before they are written anyway
 
 
 class Sent:
@@ -86,19 +87,24 @@ class Sent:
     message, whether or not anyone awaits it; that Task (and its scheduling) was the biggest
     single cost of an echo. This wrapper costs nothing until it is awaited, and then behaves as
     that Task did: it resolves to None, or raises ``WebSocketClosedError`` if the connection
-    closed before the frame went out. ``future`` is None for a frame the socket took at once.
+    closed before the frame went out. ``future`` is None for a frame the socket took at once;
+    ``held_by`` is the client holding the frame back (see ``Client._hold``): awaiting writes it.
     """
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_held_by")
 
-    def __init__(self, future: Any = None) -> None:
+    def __init__(self, future: Any = None, held_by: Client | None = None) -> None:
         self._future = future
+        self._held_by = held_by
 
     def __await__(self) -> Any:
-        if self._future is None:
+        future = self._future
+        if self._held_by is not None:
+            future = self._held_by._flush()._future
+        if future is None:
             return None
         try:
-            return (yield from self._future.__await__())
+            return (yield from future.__await__())
         except StreamClosedError:
             raise WebSocketClosedError() from None
 
@@ -119,6 +125,10 @@ class Client:
         self._socket: WebSocketHandler | None = socket
         self._endpoint = endpoint
         self._max_send_queue = max_send_queue  # bytes queued for the client; None: no limit
+        self._holding = False  # replies to a burst of input are held back, see _hold
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._last_write = _WRITTEN  # what the latest write of held frames returned
         # Created on the server's loop thread; sends from other threads are handed over to it.
         self._loop = IOLoop.current()
         self._thread = threading.get_ident()
@@ -202,6 +212,51 @@ class Client:
         return self._send_frame(connection.stream, frame.header, frame.payload)
 
     def _send_frame(self, stream: IOStream, header: bytes, data: bytes) -> Sent:
+        if self._holding and len(data) < _JOIN_BELOW:
+            self._held.append(header + data)
+            self._held_size += len(header) + len(data)
+            if self._held_size >= _HOLD_AT_MOST:
+                return self._flush()
+            return Sent(held_by=self)
+        if self._held:  # keep the order: what is held goes first
+            self._flush()
+        return self._write_now(stream, header, data)
+
+    def _hold(self) -> None:
+        """Hold replies back until the protocol has read all the input it has (then ``_release``).
+
+        With TCP_NODELAY each write is a segment, and on loopback a ``send`` also runs the
+        peer's receive path: a client that pipelines small messages cost a write per reply.
+        Held replies go out in one write when the input runs dry, before any frame Tornado
+        writes itself (pong, close), when they reach 64 KiB, or when awaited; the replies of
+        one message never wait for anything but the other messages already received.
+        """
+        self._holding = True
+
+    def _release(self) -> None:
+        self._holding = False
+        if self._held:
+            self._flush()
+
+    def _flush(self) -> Sent:
+        """Write the held frames as one; returns what that write returned."""
+        if not self._held:
+            return self._last_write
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_size = 0
+        connection = self._socket.ws_connection if self._socket is not None else None
+        if connection is None or connection.stream.closed():
+            self._last_write = _WRITTEN  # closed meanwhile: as a write to a closed stream, dropped
+            return self._last_write
+        try:
+            self._last_write = self._write_now(connection.stream, b"", data)
+        except StreamBufferFullError:
+            self._too_slow()
+            self._last_write = _WRITTEN
+        return self._last_write
+
+    def _write_now(self, stream: IOStream, header: bytes, data: bytes) -> Sent:
         """Hand the frame to the socket at once when nothing is queued before it.
 
         ``IOStream.write`` makes a Future, a done callback and a loop callback per write, and

@@ -6,8 +6,10 @@ close for a bad close frame and 1007 for text that is not UTF-8, and says why in
 which clients and the Autobahn test suite check. This subclass does that, and remembers why the
 server closed a connection so that the event log can say it (1009 message too big, ...).
 
-It overrides ``WebSocketProtocol13._handle_message`` and leans on a few of Tornado's private
-attributes, so the supported Tornado range is pinned in ``pyproject.toml`` and the behaviour is
+It also tells the handler when to write the replies it holds back (``Client._hold``): before
+waiting for more input, and before writing a frame of its own. It overrides
+``WebSocketProtocol13._handle_message``, ``_read_bytes`` and ``_write_frame`` and leans on a few
+of Tornado's private attributes, so the supported Tornado range is pinned in ``pyproject.toml`` and the behaviour is
 covered by the tests and the conformance run.
 """
 
@@ -41,6 +43,18 @@ class EndpointProtocol(WebSocketProtocol13):
             # As Tornado does: a reason without a code goes out as 1000 (e.g. "ping timed out").
             self.handler.closed_by_server = (code or 1000, reason or "")
         super().close(code, reason)
+
+    async def _read_bytes(self, n: int) -> bytes:
+        incoming = self.stream.read_bytes(n)
+        if not incoming.done():
+            self.handler.output_due()  # about to wait for the peer: write the replies held back
+        data = await incoming
+        self._wire_bytes_in += n
+        return data
+
+    def _write_frame(self, fin: bool, opcode: int, data: bytes, flags: int = 0) -> Any:
+        self.handler.output_due()  # replies held back go before a pong, a close, ...
+        return super()._write_frame(fin, opcode, data, flags)
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if self.client_terminated:

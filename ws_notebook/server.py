@@ -158,12 +158,24 @@ class EndpointSocket(_Guarded, WebSocketHandler):
             self.endpoint.log.record("error", "-", detail=f"refused a connection: {reason}")
             self.close(TRY_AGAIN_LATER, reason)
             return None
+        self.set_nodelay(True)
         self.client = Client(self, self.endpoint, max_send_queue=limits.max_send_queue)
         return self._watch("on_open", self.endpoint.opened(self.client))
 
     def on_message(self, message: str | bytes) -> Any:
-        pending = self.endpoint.received(message, self.client)
-        return None if pending is None else self._watch("on_message", pending)
+        client = self.client
+        client._hold()  # until the protocol has no more input: see output_due
+        pending = self.endpoint.received(message, client)
+        if pending is None:
+            return None
+        client._release()  # an async handler's sends go out as it makes them
+        return self._watch("on_message", pending)
+
+    def output_due(self) -> None:
+        """The protocol is about to wait for input, or to write a frame of its own."""
+        client = self.__dict__.get("client")
+        if client is not None:
+            client._release()
 
     def _watch(self, name: str, pending: Any) -> Any:
         """Tornado awaits an async handler before the next message: report one that lingers."""
