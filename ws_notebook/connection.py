@@ -57,6 +57,9 @@ class Frame(NamedTuple):
 
 def encode(message: Any) -> Frame:
     """Text as a text frame, bytes as binary, JSON for dicts, lists and numbers."""
+    if message.__class__ is str:  # the common case first: no ABC checks
+        payload = message.encode()
+        return Frame(message, _header(_TEXT, len(payload)), payload)
     if message.__class__ is Frame:
         return message
     if isinstance(message, (bytearray, memoryview)):

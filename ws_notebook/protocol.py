@@ -6,8 +6,8 @@ close for a bad close frame and 1007 for text that is not UTF-8, and says why in
 which clients and the Autobahn test suite check. This subclass does that, and remembers why the
 server closed a connection so that the event log can say it (1009 message too big, ...).
 
-It also tells the handler when to write the replies it holds back (``Client._hold``): before
-waiting for more input, and before writing a frame of its own. It overrides
+It also has the handler hold replies back while more input is already read (``Client._hold``),
+and write them before waiting for more input or writing a frame of its own. It overrides
 ``WebSocketProtocol13._handle_message``, ``_read_bytes`` and ``_write_frame`` and leans on a few
 of Tornado's private attributes, so the supported Tornado range is pinned in ``pyproject.toml`` and the behaviour is
 covered by the tests and the conformance run.
@@ -45,10 +45,12 @@ class EndpointProtocol(WebSocketProtocol13):
         super().close(code, reason)
 
     async def _read_bytes(self, n: int) -> bytes:
-        incoming = self.stream.read_bytes(n)
-        if not incoming.done():
-            self.handler.output_due()  # about to wait for the peer: write the replies held back
-        data = await incoming
+        stream = self.stream
+        if stream._read_buffer_size >= n:  # already read: take it without a Future and callbacks
+            data = stream._consume(n)
+        else:
+            self.handler.output_due()  # input used up: write the replies held back, then wait
+            data = await stream.read_bytes(n)
         self._wire_bytes_in += n
         return data
 
@@ -61,6 +63,8 @@ class EndpointProtocol(WebSocketProtocol13):
             return None
         if self.server_terminated and opcode in (OPCODE_TEXT, OPCODE_BINARY):
             return None  # we are closing: the peer's last messages reach no handler (RFC 6455 1.4)
+        if opcode in (OPCODE_TEXT, OPCODE_BINARY) and self.stream._read_buffer_size:
+            self.handler.hold_output()  # more input is here already: answer it all in one write
         if opcode == OPCODE_TEXT:
             return self._text_message(data)
         if opcode == OPCODE_CLOSE:

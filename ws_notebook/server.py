@@ -164,12 +164,17 @@ class EndpointSocket(_Guarded, WebSocketHandler):
 
     def on_message(self, message: str | bytes) -> Any:
         client = self.client
-        client._hold()  # until the protocol has no more input: see output_due
         pending = self.endpoint.received(message, client)
         if pending is None:
             return None
         client._release()  # an async handler's sends go out as it makes them
         return self._watch("on_message", pending)
+
+    def hold_output(self) -> None:
+        """The protocol has more input read already: hold replies until it is used up."""
+        client = self.__dict__.get("client")
+        if client is not None:
+            client._hold()
 
     def output_due(self) -> None:
         """The protocol is about to wait for input, or to write a frame of its own."""
