@@ -178,9 +178,19 @@ class Client:
         server's loop and None is returned.
         """
         frame = encode(message)  # a bad type is the caller's error, raised here
-        if threading.get_ident() != self._thread:
+        if self._elsewhere():
             self._loop.add_callback(self._send_on_loop, frame)
             return None
+        written = self._deliver(frame)
+        self._endpoint.log.message("out", self.id, frame.message)
+        return written
+
+    def _elsewhere(self) -> bool:
+        """Called from a thread other than the server loop's (sends are then handed over)."""
+        return threading.get_ident() != self._thread
+
+    def _deliver(self, frame: Frame) -> Sent:
+        """Write a frame and count it; the caller logs it (a broadcast logs once for all)."""
         if self.closed_at is not None:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed")
         try:
@@ -196,7 +206,6 @@ class Client:
         self.messages_out += 1
         self.bytes_out += len(frame.message)
         self._endpoint.messages_out += 1
-        self._endpoint.log.message("out", self.id, frame.message)
         return written
 
     def _write(self, frame: Frame) -> Any:
@@ -316,7 +325,7 @@ class Client:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; ``on_close`` runs when it completes."""
-        if threading.get_ident() != self._thread:
+        if self._elsewhere():
             self._loop.add_callback(self.close, code, reason)
             return
         if self._socket is not None:  # None once closed: closing again does nothing

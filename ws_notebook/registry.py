@@ -56,16 +56,24 @@ class Endpoint:
     def broadcast(self, message: Any) -> int:
         """Send a message to every open client; returns how many it was sent to.
 
-        The message is encoded once, not once per client.
+        The message is encoded once, and logged once (as sent to "all N"), not once per client:
+        one broadcast to 1,000 clients would otherwise push everything else out of the log.
+        From another thread, the broadcast is handed over to the server's loop.
         """
         frame = encode(message)
+        clients = list(self.clients.values())
+        if clients and clients[0]._elsewhere():
+            clients[0]._loop.add_callback(self.broadcast, frame)
+            return len(clients)
         sent = 0
-        for client in list(self.clients.values()):
+        for client in clients:
             try:
-                client.send(frame)
+                client._deliver(frame)
             except ConnectionClosed:
                 continue
             sent += 1
+        if sent:
+            self.log.message("out", f"all {sent}", frame.message)
         return sent
 
     def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
