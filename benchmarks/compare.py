@@ -24,7 +24,8 @@ a core and the clients the other. Scenarios:
 5. the cost of observation: scenarios 1 and 2 (64 B) with the event log on against off, in
    the plain server processes above, and in a real Jupyter kernel (jupyter_client, as
    ``panel_load.py`` does) with the log off, the log on, and the log on with the endpoint's live
-   panel displayed (``%websocket monitor``), each as a ratio to the log off.
+   panel displayed (``%websocket monitor``), each as a ratio to the log off (with cores kept from
+   halting, as in scenario 1).
 
 Memory: each server's RSS when fresh, with the broadcast scenario's 1,000 idle connections, and
 at the end; ws_notebook's log-on server has then recorded over 1,000,000 events (the broadcast
@@ -338,41 +339,47 @@ class Run:
             merged: dict[str, dict[str, dict[str, Any]]] = {}
             panel_updates = 0
             comm_msgs = 0
-            for round_ in range(scale["kernel_rounds"]):
-                for key in keys if round_ % 2 == 0 else keys[::-1]:
-                    name = KERNEL_VARIANTS[key][1]
-                    if key == "panel":
-                        opens = session.comm_opens
-                        await session.run(f"%websocket monitor {name}")
-                        await session.run("panel = ws_notebook.widgets.panels()[-1]")
-                        if session.comm_opens == opens or await session.value("panel.name") != name:
-                            raise Broken("the live panel was not displayed")
-                        updates = await session.value("panel.updates")
-                        msgs = session.comm_msgs
-                        await asyncio.sleep(0.5)  # the fresh panel's first flushes
-                    for kind, command in (
-                        ("seq", {"cmd": "echo_seq", "size": SMALL}),
-                        (
-                            "pipe",
-                            {
-                                "cmd": "echo_pipe",
-                                "size": SMALL,
-                                "connections": scale["pipe_connections"],
-                                "window": scale["window_small"],
-                            },
-                        ),
-                    ):
-                        command.update(
-                            url=urls[key],
-                            seconds=scale["kernel_seconds"],
-                            warmup=scale["warmup"],
-                        )
-                        result = await self.client.request(command, 90 + scale["kernel_seconds"])
-                        merge_rounds(merged.setdefault(kind, {}).setdefault(key, {}), result)
-                    if key == "panel":
-                        panel_updates += await session.value("panel.updates") - updates
-                        comm_msgs += session.comm_msgs - msgs
-                        await session.run("panel.close()")
+            async with cpus_kept_awake():  # as in scenario 1
+                for round_ in range(scale["kernel_rounds"]):
+                    for key in keys if round_ % 2 == 0 else keys[::-1]:
+                        name = KERNEL_VARIANTS[key][1]
+                        if key == "panel":
+                            opens = session.comm_opens
+                            await session.run(f"%websocket monitor {name}")
+                            await session.run("panel = ws_notebook.widgets.panels()[-1]")
+                            if (
+                                session.comm_opens == opens
+                                or await session.value("panel.name") != name
+                            ):
+                                raise Broken("the live panel was not displayed")
+                            updates = await session.value("panel.updates")
+                            msgs = session.comm_msgs
+                            await asyncio.sleep(0.5)  # the fresh panel's first flushes
+                        for kind, command in (
+                            ("seq", {"cmd": "echo_seq", "size": SMALL}),
+                            (
+                                "pipe",
+                                {
+                                    "cmd": "echo_pipe",
+                                    "size": SMALL,
+                                    "connections": scale["pipe_connections"],
+                                    "window": scale["window_small"],
+                                },
+                            ),
+                        ):
+                            command.update(
+                                url=urls[key],
+                                seconds=scale["kernel_seconds"],
+                                warmup=scale["warmup"],
+                            )
+                            result = await self.client.request(
+                                command, 90 + scale["kernel_seconds"]
+                            )
+                            merge_rounds(merged.setdefault(kind, {}).setdefault(key, {}), result)
+                        if key == "panel":
+                            panel_updates += await session.value("panel.updates") - updates
+                            comm_msgs += session.comm_msgs - msgs
+                            await session.run("panel.close()")
             for kind, by_key in merged.items():
                 results[kind] = {key: finish_rounds(value) for key, value in by_key.items()}
             results["panel_updates"] = panel_updates
