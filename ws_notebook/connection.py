@@ -41,25 +41,34 @@ def _header(first: int, length: int) -> bytes:
 
 _TEXT = 0x81  # FIN + text
 _BINARY = 0x82  # FIN + binary
+_JOIN_BELOW = 16 * 1024  # smaller payloads are sent joined to their header, larger ones beside it
+_HOLD_AT_MOST = 64 * 1024  # bytes of replies held back before they are written anyway
 
 
 class Frame(NamedTuple):
     """A message encoded for the wire once, so a broadcast encodes it once for all its clients.
 
-    ``message`` is what the event log and the counters see (text as str, binary as bytes);
-    ``header`` and ``payload`` are the bytes of an unmasked, final RFC 6455 frame.
+    ``message`` is what the event log and the counters see (text as str, binary as bytes),
+    ``binary`` says which kind of frame it is, and ``wire`` is an unmasked, final RFC 6455 frame: header and payload as one bytes object, or
+    as two when the payload is large (so it is not copied to join them).
     """
 
     message: str | bytes
-    header: bytes
-    payload: bytes
+    binary: bool
+    wire: tuple[bytes] | tuple[bytes, bytes]
+
+
+def _frame(message: str | bytes, binary: bool, payload: bytes) -> Frame:
+    header = _header(_BINARY if binary else _TEXT, len(payload))
+    if len(payload) < _JOIN_BELOW:
+        return Frame(message, binary, (header + payload,))
+    return Frame(message, binary, (header, payload))
 
 
 def encode(message: Any) -> Frame:
     """Text as a text frame, bytes as binary, JSON for dicts, lists and numbers."""
     if message.__class__ is str:  # the common case first: no ABC checks
-        payload = message.encode()
-        return Frame(message, _header(_TEXT, len(payload)), payload)
+        return _frame(message, False, message.encode())
     if message.__class__ is Frame:
         return message
     if isinstance(message, (bytearray, memoryview)):
@@ -67,20 +76,15 @@ def encode(message: Any) -> Frame:
     elif isinstance(message, (Mapping, list, tuple, int, float, bool)) or message is None:
         message = json.dumps(message)
     if message.__class__ is bytes:
-        return Frame(message, _header(_BINARY, len(message)), message)
+        return _frame(message, True, message)
     if isinstance(message, str):
-        payload = message.encode()
-        return Frame(message, _header(_TEXT, len(payload)), payload)
+        return _frame(message, False, message.encode())
     if isinstance(message, bytes):  # a bytes subclass: text, as write_message(binary=False) has it
-        return Frame(message, _header(_TEXT, len(message)), bytes(message))
+        return _frame(message, False, bytes(message))
     raise TypeError(
         f"cannot send {type(message).__name__}: pass str (text frame), bytes (binary frame), "
         "or a dict/list to send as JSON"
     )
-
-
-_JOIN_BELOW = 16 * 1024  # smaller payloads are sent joined to their header, larger ones beside it
-_HOLD_AT_MOST = 64 * 1024  # bytes of replies held back before they are written anyway
 
 
 class Sent:
@@ -219,20 +223,18 @@ class Client:
         if connection is None or connection.is_closing():
             raise WebSocketClosedError()
         if getattr(connection, "_compressor", True) is not None:  # deflate, or another Tornado
-            self._allow_backlog(connection.stream, len(frame.payload))
-            return self._socket.write_message(frame.message, binary=frame.header[0] == _BINARY)
-        return self._send_frame(connection.stream, frame.header, frame.payload)
-
-    def _send_frame(self, stream: IOStream, header: bytes, data: bytes) -> Sent:
-        if self._holding and len(data) < _JOIN_BELOW:
-            self._held.append(header + data)
-            self._held_size += len(header) + len(data)
+            self._allow_backlog(connection.stream, sum(map(len, frame.wire)))
+            return self._socket.write_message(frame.message, binary=frame.binary)
+        wire = frame.wire
+        if self._holding and len(wire) == 1:
+            self._held.append(wire[0])
+            self._held_size += len(wire[0])
             if self._held_size >= _HOLD_AT_MOST:
                 return self._flush()
             return Sent(held_by=self)
         if self._held:  # keep the order: what is held goes first
             self._flush()
-        return self._write_now(stream, header, data)
+        return self._write_now(connection.stream, wire)
 
     def _hold(self) -> None:
         """Hold replies back until the protocol has read all the input it has (then ``_release``).
@@ -262,13 +264,13 @@ class Client:
             self._last_write = _WRITTEN  # closed meanwhile: as a write to a closed stream, dropped
             return self._last_write
         try:
-            self._last_write = self._write_now(connection.stream, b"", data)
+            self._last_write = self._write_now(connection.stream, (data,))
         except StreamBufferFullError:
             self._too_slow()
             self._last_write = _WRITTEN
         return self._last_write
 
-    def _write_now(self, stream: IOStream, header: bytes, data: bytes) -> Sent:
+    def _write_now(self, stream: IOStream, wire: tuple[bytes, ...]) -> Sent:
         """Hand the frame to the socket at once when nothing is queued before it.
 
         ``IOStream.write`` makes a Future, a done callback and a loop callback per write, and
@@ -277,22 +279,18 @@ class Client:
         transports do); whatever it does not take, and every frame of a TLS stream, goes through
         the stream as before, which keeps the order, the backlog limit and the error handling.
         """
+        whole = len(wire) == 1
+        sent = 0
         if stream.__class__ is IOStream and not stream.writing():
             try:
-                if len(data) < _JOIN_BELOW:
-                    sent = stream.socket.send(header + data)
-                else:  # a large payload is not copied just to put its header in front
-                    sent = stream.socket.sendmsg((header, data))
+                sent = stream.socket.send(wire[0]) if whole else stream.socket.sendmsg(wire)
             except OSError:  # would block, or failed: the stream's own write handles it below
                 sent = 0
-            if sent == len(header) + len(data):
+            if sent == (len(wire[0]) if whole else len(wire[0]) + len(wire[1])):
                 return _WRITTEN
-            if sent < len(header):
-                header = header[sent:]
-            else:  # the rest of the payload
-                header, data = b"", memoryview(data)[sent - len(header) :]
-        self._allow_backlog(stream, len(data))
-        return Sent(stream.write(header + data))
+        rest = (wire[0] if whole else b"".join(wire))[sent:]
+        self._allow_backlog(stream, len(rest))
+        return Sent(stream.write(rest))
 
     def _allow_backlog(self, stream: Any, size: int) -> None:
         """Let the stream take this frame unless ``max_send_queue`` bytes already wait.
