@@ -652,9 +652,21 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
         ("seq", "1. sequential msg/s"),
         ("pipe_small", "2. pipelined 64 B msg/s"),
         ("pipe_large", "2. pipelined 64 KiB msg/s"),
-        ("broadcast", "3. broadcast delivery rate"),
     ):
         compare(section, "rate", "websockets", True, 0.0, f"{label} ahead of websockets")
+    # The broadcast's rate is the offered load when a server keeps up: "ahead" is keeping up
+    # with less of a core.
+    compare(
+        "broadcast", "rate", "websockets", True, 0.01, "3. broadcast keeps the pace websockets does"
+    )
+    compare(
+        "broadcast",
+        "server_cpu",
+        "websockets",
+        False,
+        0.0,
+        "3. broadcast server CPU below websockets'",
+    )
     compare(
         "seq", "p50_ms", "websockets", False, 0.0, "1. sequential p50 latency ahead of websockets"
     )
