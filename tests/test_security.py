@@ -16,6 +16,7 @@ import trustme
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+import ws_notebook
 from ws_notebook import Descriptor, Endpoint, Handlers, Limits, Server, ServerError
 from ws_notebook.access import check_token, mask
 
@@ -236,6 +237,31 @@ async def test_client_that_does_not_read_is_disconnected(serve: Callable[..., Se
     assert len(details) == 1 and details[0].startswith("send queue full")
     closes = [e.detail for e in endpoint.log.since() if e.kind == "close"]
     assert closes == ["1008 send queue full: the client does not read (closed by the server)"]
+    writer.close()
+
+
+async def test_replies_held_for_a_burst_still_respect_the_send_queue(
+    serve: Callable[..., Server],
+) -> None:
+    """Two messages in one segment: the first one's replies are held while the second waits in
+    the buffer. A client that reads none of them is dropped with 1008 all the same, and the
+    server goes on serving others."""
+    server = serve(limits=Limits(max_send_queue=256 * 1024))
+
+    def flood(message: str, client: ws_notebook.Client) -> None:
+        for _ in range(50_000):  # 5 MB of 100-byte replies, held and written 64 KiB at a time
+            client.send("r" * 100)
+
+    endpoint = mount_echo(server, "flood", on_message=flood)
+    mount_echo(server)
+    reader, writer = await raw_handshake(server.port, "/websockets/service/flood")
+    writer.write(frame(0x1, b"one") + frame(0x1, b"two"))
+    await wait_until(lambda: not endpoint.clients, timeout=10)
+    closes = [e.detail for e in endpoint.log.since() if e.kind == "close"]
+    assert closes == ["1008 send queue full: the client does not read (closed by the server)"]
+    async with websockets.connect(server.url("echo")) as ws:  # the others are still served
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
     writer.close()
 
 
