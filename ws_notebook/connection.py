@@ -49,8 +49,9 @@ class Frame(NamedTuple):
     """A message encoded for the wire once, so a broadcast encodes it once for all its clients.
 
     ``message`` is what the event log and the counters see (text as str, binary as bytes),
-    ``binary`` says which kind of frame it is, and ``wire`` is an unmasked, final RFC 6455 frame: header and payload as one bytes object, or
-    as two when the payload is large (so it is not copied to join them).
+    ``binary`` says which kind of frame it is, and ``wire`` is the unmasked, final RFC 6455
+    frame: header and payload as one bytes object, or as two when the payload is large (so it
+    is not copied to join them).
     """
 
     message: str | bytes
