@@ -1,13 +1,16 @@
-"""Shared fixtures: a real IPython kernel to run magics in, and helpers to talk to it."""
+"""Shared fixtures: a real IPython kernel to run magics in (and helpers to talk to it), and a
+plain server on the test's own loop."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from jupyter_client.manager import KernelManager
+
+from ws_notebook import Server
 
 
 @dataclass
@@ -91,3 +94,12 @@ def fresh(kernel: Kernel) -> Iterator[Kernel]:
         "ws_notebook.reset()"
     )
     yield kernel
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    """A server on a free loopback port, on the test's loop; stopped afterwards."""
+    started = Server()
+    started.start()
+    yield started
+    started.stop()

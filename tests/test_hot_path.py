@@ -6,7 +6,6 @@ import asyncio
 import gc
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import websockets
@@ -18,19 +17,7 @@ from websockets.uri import parse_uri
 import ws_notebook
 from ws_notebook import ConnectionClosed, Descriptor, EventLog, Handlers, Limits, Registry, Server
 
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    started = Server()
-    started.start()
-    yield started
-    started.stop()
-
-
-def mount(server: Server, name: str, log_capacity: int | None = None, **functions: object):
-    descriptor = Descriptor.new(name, handler="test", created_by="test")
-    handlers = Handlers.from_namespace(functions)
-    return server.registry.mount(descriptor, handlers, log_capacity).endpoint
+from .endpoints import mount
 
 
 @pytest.mark.parametrize(

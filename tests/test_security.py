@@ -17,14 +17,15 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import ws_notebook
-from ws_notebook import Descriptor, Endpoint, Handlers, Limits, Server, ServerError
+from ws_notebook import Endpoint, Limits, Server, ServerError
 from ws_notebook.access import check_token, mask
+
+from .endpoints import mount
 
 
 def mount_echo(server: Server, name: str = "echo", **extra: Callable) -> Endpoint:
     handlers = {"on_message": lambda message, client: client.send(message), **extra}
-    descriptor = Descriptor.new(name, handler="test", created_by="test")
-    return server.registry.mount(descriptor, Handlers.from_namespace(handlers)).endpoint
+    return mount(server, name, **handlers)
 
 
 @pytest.fixture

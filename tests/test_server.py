@@ -8,27 +8,15 @@ import logging
 import subprocess
 import sys
 import types
-from collections.abc import AsyncIterator
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 import ws_notebook
-from ws_notebook import Descriptor, Handlers, Server, ServerError
+from ws_notebook import Server, ServerError
 
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    started = Server()
-    started.start()
-    yield started
-    started.stop()
-
-
-def mount(server: Server, name: str, **functions: object) -> ws_notebook.Endpoint:
-    descriptor = Descriptor.new(name, handler="test", created_by="test")
-    return server.registry.mount(descriptor, Handlers.from_namespace(functions)).endpoint
+from .endpoints import mount
 
 
 def test_core_does_not_import_ipython() -> None:
