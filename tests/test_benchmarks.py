@@ -1,7 +1,8 @@
-"""The benchmarks still run: ``benchmarks/panel_load.py --quick`` goes through and reports."""
+"""The benchmarks still run: each script's ``--quick`` mode goes through and prints its table."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_panel_load_quick_runs_and_prints_the_table() -> None:
+def run_quick(script: str, *args: str) -> str:
+    """Run ``benchmarks/SCRIPT --quick ARGS``; its standard output, once it exited 0 unbroken."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "panel_load.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -20,6 +22,11 @@ def test_panel_load_quick_runs_and_prints_the_table() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "BROKEN" not in result.stdout, output
+    return result.stdout
+
+
+def test_panel_load_quick_runs_and_prints_the_table() -> None:
+    printed = run_quick("panel_load.py")
     for figure in (
         "cell `1+1` latency p99 (ms)",
         "messages served (echoed back)",
@@ -31,4 +38,46 @@ def test_panel_load_quick_runs_and_prints_the_table() -> None:
         "messages/s served, with panel / without panel",
         "p99 cell latency < 100 ms",
     ):
-        assert figure in result.stdout, output
+        assert figure in printed, printed
+
+
+def test_compare_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
+    figures = tmp_path / "compare.json"
+    printed = run_quick("compare.py", "--json", str(figures))
+    for figure in (
+        "bare Tornado",
+        "websockets",
+        "ws_notebook log off",
+        "1. echo sequential 64 B: msg/s",
+        "round trip p99 (ms, lower better)",
+        "cores left to halt: p50 (ms)",
+        "2. echo pipelined 64 B: msg/s",
+        "echo pipelined 64 KiB: msg/s",
+        "3. broadcast 256 B to",
+        "delivery latency p99 (ms, lower better)",
+        "4. churn: connect+handshake+close /s",
+        "RSS with 50 idle connections (MiB)",
+        "events kept in the log",
+        "in a Jupyter kernel",
+        "log on + panel",
+        "panel/off",
+        "within 10% of Tornado",
+        "ahead of websockets",
+        "broadcast keeps the pace websockets does",
+        "costs under 15%",
+    ):
+        assert figure in printed, printed
+
+    data = json.loads(figures.read_text())
+    assert data["broken"] == []
+    for section in ("seq", "seq_idle", "pipe_small", "pipe_large", "broadcast", "churn"):
+        assert set(data[section]) == {"tornado", "websockets", "nb_off", "nb"}, section
+        assert all(figures["rate"] > 0 for figures in data[section].values()), section
+    for figures in data["broadcast"].values():
+        assert figures["received"] == figures["expected"]  # loopback, 50 clients: all delivered
+    assert data["memory"]["nb"]["log_kept"] == data["memory"]["nb"]["log_capacity"] == 1000
+    assert data["memory"]["nb_off"]["log_kept"] == 0
+    for kind in ("seq", "pipe"):
+        assert set(data["kernel"][kind]) == {"off", "on", "panel"}
+        assert all(figures["rate"] > 0 for figures in data["kernel"][kind].values())
+    assert data["kernel"]["comm_msgs"] > 0  # the panel was displayed and updated
