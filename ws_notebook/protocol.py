@@ -9,8 +9,8 @@ server closed a connection so that the event log can say it (1009 message too bi
 It also has the handler hold replies back while more input is already read (``Client._hold``),
 and write them before waiting for more input or writing a frame of its own. It overrides
 ``WebSocketProtocol13._handle_message``, ``_read_bytes`` and ``_write_frame`` and leans on a few
-of Tornado's private attributes, so the supported Tornado range is pinned in ``pyproject.toml`` and the behaviour is
-covered by the tests and the conformance run.
+of Tornado's private attributes, so the supported Tornado range is pinned in ``pyproject.toml``
+and the behaviour is covered by the tests and the conformance run.
 """
 
 from __future__ import annotations

@@ -77,8 +77,7 @@ class _TextErrors:
 
     def _request_summary(self: Any) -> str:
         request = self.request
-        uri = request.uri or ""
-        return f"{request.method} {mask(uri) if 'token=' in uri else uri} ({request.remote_ip})"
+        return f"{request.method} {mask(request.uri or '')} ({request.remote_ip})"
 
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
