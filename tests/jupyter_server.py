@@ -24,9 +24,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
+)
 
 # --headless, --no-sandbox (we may run as root) and --disable-gpu make it start in a container;
 # the rest stop Chromium's own background traffic, which floods a closed network.

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .jupyter_server import CHROMIUM, JupyterServer, chromium_page, open_notebook, run_all_cells
+from .jupyter_server import (
+    JupyterServer,
+    chromium_page,
+    needs_chromium,
+    open_notebook,
+    run_all_cells,
+)
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
-    ),
-    pytest.mark.timeout(600),
-]
+pytestmark = [needs_chromium, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

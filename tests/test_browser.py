@@ -16,21 +16,15 @@ import pytest
 from playwright.sync_api import expect
 
 from .jupyter_server import (
-    CHROMIUM,
     JupyterServer,
     chromium_page,
+    needs_chromium,
     open_notebook,
     run_all_cells,
     wait_for_text,
 )
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
-    ),
-    pytest.mark.timeout(180),
-]
+pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "test-artifacts" / "browser-panel.png"
