@@ -1,0 +1,108 @@
+"""Tornado's HTTPServer with an accept loop that survives running out of file descriptors.
+
+Tornado's accept handler (``tornado.netutil.add_accept_handler``) skips ECONNABORTED but lets
+every other ``accept()`` error escape to the event loop, which logs a traceback. Out of file
+descriptors (EMFILE) the waiting connection stays in the backlog, so the listening socket stays
+readable and the loop calls the handler again at once: the server spun at 100% CPU, logging the
+same error hundreds of thousands of times. Here such an error stops polling the socket for
+``RETRY_AFTER`` seconds, and the failures are logged at most once per ``REPORT_EVERY`` seconds,
+with how many there were.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+__all__ = ["Listener"]
+
+logger = logging.getLogger("ws_notebook")
+
+ACCEPT_BATCH = 128  # connections accepted per wake-up at most, as Tornado does: others get a turn
+RETRY_AFTER = 0.1  # seconds the socket is not polled after an error that would repeat at once
+REPORT_EVERY = 1.0  # seconds: at most one log line this often, counting the failed accepts
+
+# The peer gave up before accept() returned its connection: take the next one, nothing to report.
+_PEER_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO})
+
+
+class Listener(HTTPServer):
+    """Tornado's HTTPServer, accepting connections with :class:`_Acceptor`."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _Acceptor(sock, self._handle_connection).remove
+
+
+class _Acceptor:
+    """Accepts connections on one listening socket and hands each to ``callback``.
+
+    Errors other than a peer that gave up (out of file descriptors, buffers or memory) leave the
+    connection waiting, so trying again at once would fail again: the socket is not polled for
+    ``RETRY_AFTER`` seconds. Meanwhile the server keeps serving its open connections, and the
+    handshake timeout closes idle ones, which frees descriptors.
+    """
+
+    def __init__(self, sock: socket.socket, callback: Callable[[socket.socket, Any], None]):
+        self.sock = sock
+        self.callback = callback
+        self.loop = IOLoop.current()
+        self.removed = False
+        self.retry: object | None = None  # the timeout that polls again, while paused
+        self.failures = 0  # failed accepts not logged yet
+        self.error = ""  # what the last of them said
+        self.loop.add_handler(sock, self._accept, IOLoop.READ)
+
+    def _accept(self, sock: socket.socket, events: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if self.removed:  # the callback stopped the server
+                return
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return  # every waiting connection is accepted
+            except OSError as error:
+                if error.errno in _PEER_GONE:
+                    continue
+                self._pause(error)
+                return
+            self.callback(connection, address)
+
+    def _pause(self, error: OSError) -> None:
+        self.loop.remove_handler(self.sock)
+        self.retry = self.loop.call_later(RETRY_AFTER, self._resume)
+        if self.failures == 0:
+            self.loop.call_later(REPORT_EVERY, self._report)
+        self.failures += 1
+        self.error = error.strerror or str(error)
+
+    def _resume(self) -> None:
+        self.retry = None
+        self.loop.add_handler(self.sock, self._accept, IOLoop.READ)
+
+    def _report(self) -> None:
+        times = f"{self.failures:,} time" + ("s" if self.failures > 1 else "")
+        logger.error(
+            "cannot accept connections: %s (%s in the last %.1f s); the server keeps serving "
+            "its open connections and tries again every %.1f s",
+            self.error,
+            times,
+            REPORT_EVERY,
+            RETRY_AFTER,
+        )
+        self.failures = 0
+
+    def remove(self) -> None:
+        """Stop accepting, as ``TCPServer.stop`` asks before it closes the socket."""
+        self.removed = True
+        if self.retry is not None:
+            self.loop.remove_timeout(self.retry)
+        else:
+            self.loop.remove_handler(self.sock)
