@@ -74,8 +74,10 @@ class JupyterServer:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 60,
         python: str = sys.executable,
+        host_name: str = "127.0.0.1",
     ) -> None:
         self.python = python
+        self.host_name = host_name  # what the browser calls it (see chromium_page's host_map)
         self.root_dir = Path(root_dir)
         self.state_dir = Path(state_dir)
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -88,7 +90,7 @@ class JupyterServer:
 
     @property
     def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.base_url}"
+        return f"http://{self.host_name}:{self.port}{self.base_url}"
 
     def url(self, path: str = "", token: bool = True) -> str:
         """``path`` under the server's base URL, with ``?token=`` to log in a browser."""
@@ -128,6 +130,8 @@ class JupyterServer:
             f"--ServerApp.root_dir={self.root_dir}",
             f"--IdentityProvider.token={self.token}",
             *(["--allow-root"] if os.geteuid() == 0 else []),
+            # A name other than localhost in the Host header, as on a hub: allowed when asked for.
+            *(["--ServerApp.allow_remote_access=True"] if self.host_name != "127.0.0.1" else []),
             *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:
@@ -146,7 +150,7 @@ class JupyterServer:
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        status = self.url("api/status")
+        status = f"http://127.0.0.1:{self.port}{self.base_url}api/status?token={self.token}"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"jupyter lab exited ({self.process.returncode}):\n{self.log()}")
@@ -183,10 +187,20 @@ class JupyterServer:
 
 
 @contextmanager
-def chromium_page(width: int = 1280, height: int = 1200) -> Iterator[Page]:
-    """A fresh page in headless Debian Chromium; never ``playwright install``'s browser."""
+def chromium_page(
+    width: int = 1280, height: int = 1200, host_map: Sequence[str] = ()
+) -> Iterator[Page]:
+    """A fresh page in headless Debian Chromium; never ``playwright install``'s browser.
+
+    ``host_map`` names that Chromium resolves to 127.0.0.1 (a hub's name, an attacker's name
+    re-pointed at loopback), with no DNS involved.
+    """
+    args = list(CHROMIUM_FLAGS)
+    if host_map:
+        rules = ", ".join(f"MAP {name} 127.0.0.1" for name in host_map)
+        args.append(f"--host-resolver-rules={rules}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:

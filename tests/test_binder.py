@@ -5,7 +5,9 @@ repository root, as repo2docker does), ``jupyter lab`` runs with a token and Jup
 ``base_url``, and headless Chromium runs the quickstart and chat notebooks. The page's own
 WebSocket client must reach the kernel's endpoint through ``/user/demo/proxy/PORT/...`` (as on
 Binder, where nothing else reaches the kernel's port), and the round trip must show in the page
-and in the kernel's event log (the live panel renders it).
+and in the kernel's event log (the live panel renders it). The page is on a name, as on Binder
+(Chromium maps it to 127.0.0.1), so the kernel's server lets it in only with the page token,
+which the browser widget gets over its comm.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ pytestmark = [needs_chromium, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BASE_URL = "/user/demo/"
+HUB = "hub.binder.test"  # as on Binder, the page's host is a name, not loopback
 SECONDS = 1000  # Playwright counts milliseconds
-PROXIED = re.compile(r"^open: ws://127\.0\.0\.1:\d+/user/demo/proxy/\d+/websockets/service/")
+PROXIED = re.compile(r"^open: ws://hub\.binder\.test:\d+/user/demo/proxy/\d+/websockets/service/")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,11 @@ def jupyter(
     root = tmp_path_factory.mktemp("binder-root")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     with JupyterServer(
-        root, tmp_path_factory.mktemp("jupyter"), base_url=BASE_URL, python=binder_python
+        root,
+        tmp_path_factory.mktemp("jupyter"),
+        base_url=BASE_URL,
+        python=binder_python,
+        host_name=HUB,
     ) as server:
         yield server
 
@@ -78,7 +85,7 @@ def send_from_page(client, text: str) -> None:
 
 def test_quickstart_round_trip_through_the_proxy(jupyter: JupyterServer) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with chromium_page() as page:
+    with chromium_page(host_map=[HUB]) as page:
         try:
             open_notebook(page, jupyter, "notebooks/quickstart.ipynb")
             run_all_cells(page)
@@ -108,7 +115,7 @@ def test_quickstart_round_trip_through_the_proxy(jupyter: JupyterServer) -> None
 
 
 def test_chat_room_from_the_page(jupyter: JupyterServer) -> None:
-    with chromium_page() as page:
+    with chromium_page(host_map=[HUB]) as page:
         try:
             open_notebook(page, jupyter, "notebooks/chat-room.ipynb")
             run_all_cells(page)

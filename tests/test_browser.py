@@ -9,6 +9,11 @@ policy lets a local Jupyter page connect. The last screenshot is kept in test-ar
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -18,6 +23,7 @@ from playwright.sync_api import expect
 from .jupyter_server import (
     JupyterServer,
     chromium_page,
+    free_port,
     needs_chromium,
     open_notebook,
     run_all_cells,
@@ -113,3 +119,57 @@ def test_panel_renders_in_jupyterlab(tmp_path: Path) -> None:
             expect(page.get_by_text("Error displaying widget")).to_have_count(0)
         finally:
             page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+# Runs in the page: what a WebSocket and a fetch of the endpoint listing get from there.
+PROBE_FROM_PAGE = """
+async (url) => {
+  const socket = await new Promise((done) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { ws.close(1000); done("open"); };
+    ws.onclose = (event) => done(`closed ${event.code}`);
+    setTimeout(() => done("no answer in 10 s"), 10000);
+  });
+  const listing = await fetch("/websockets");
+  return [socket, listing.status];
+}
+"""
+
+
+def test_a_rebound_name_is_refused_in_a_real_browser(tmp_path: Path) -> None:
+    """DNS rebinding: a page on an attacker's name, re-pointed at 127.0.0.1, gets nothing.
+
+    The page is served by the server's own port (its /healthz), so the page, its WebSocket and
+    its fetch are all same-origin, as after a rebinding. The same page on 127.0.0.1 connects.
+    """
+    (tmp_path / "echo.py").write_text(
+        "def on_message(message, client):\n    client.send(message)\n"
+    )
+    (tmp_path / "echo.websocket").write_text('{"endpoint": "echo", "handler": "echo.py"}')
+    port = free_port()
+    command = [sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", str(port)]
+    server = subprocess.Popen([*command, "--no-watch"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(port)
+        with chromium_page(host_map=["rebound.test"]) as page:
+            for host, expected in (
+                ("rebound.test", ["closed 1006", 403]),
+                ("127.0.0.1", ["open", 200]),
+            ):
+                page.goto(f"http://{host}:{port}/healthz")
+                url = f"ws://{host}:{port}/websockets/service/echo"
+                assert page.evaluate(PROBE_FROM_PAGE, url) == expected, host
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def wait_for_health(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, f"nothing serves on port {port}"
+            time.sleep(0.1)

@@ -336,6 +336,32 @@ def test_stop_and_start_server(fresh: Kernel) -> None:
         assert ws.recv(timeout=5) == "back"
 
 
+def test_a_restart_changes_only_the_options_given(fresh: Kernel) -> None:
+    define(fresh, ECHO)
+    fresh.run("%websocket stop")
+    fresh.run("%websocket start --token s3cret --max-message-size 100 --compression")
+    fresh.run("%websocket stop")
+    fresh.run("%websocket start --ping-interval 5")
+    settings = fresh.value(
+        "(ws_notebook.default_server().token, ws_notebook.default_server().limits)"
+    )
+    assert settings.startswith("('s3cret', Limits(max_message_size=100, ping_interval=5.0,")
+    assert "compression=True" in settings
+    with pytest.raises(InvalidStatus) as missing:
+        connect(url_of(fresh, "echo"))
+    assert missing.value.response.status_code == 401
+    with connect(fresh.value("ws_notebook.url('echo', with_token=True)")) as ws:
+        ws.send("x" * 101)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+        assert ws.close_code == 1009
+    fresh.run("%websocket stop")
+    fresh.run("%websocket start --no-compression")
+    assert "compression=False" in fresh.value("ws_notebook.default_server().limits")
+    fresh.run("%websocket stop")
+    fresh.run("ws_notebook.reset()")
+
+
 def test_port_in_use_is_a_clear_error(fresh: Kernel) -> None:
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -87,3 +87,34 @@ def test_token_never_shown(fresh: Kernel) -> None:
     assert token not in log
     fresh.run("%websocket stop")
     fresh.run("ws_notebook.reset()")
+
+
+@pytest.mark.parametrize("start", ["%websocket start --token auto", "%websocket start"])
+def test_saved_notebook_holds_no_token(tmp_path, start: str) -> None:
+    """The browser widget's saved state, and every output, as nbclient writes the file."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    secret = tmp_path / "token"
+    cells = [
+        "%load_ext ws_notebook",
+        start,
+        "%%websocket echo\ndef on_message(message, client):\n    client.send(message)",
+        "%websocket browser echo",
+        "%websocket url echo\n%websocket list",
+        f"open({str(secret)!r}, 'w').write(ws_notebook_server.page_token)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.cells[-1].source = (
+        "import ws_notebook\nws_notebook_server = ws_notebook.default_server()\n"
+        + notebook.cells[-1].source
+    )
+    NotebookClient(notebook, timeout=60, kernel_name="python3", store_widget_state=True).execute()
+    saved = tmp_path / "saved.ipynb"
+    nbformat.write(notebook, saved)
+    token = secret.read_text()
+    text = saved.read_text()
+    assert len(token) >= 24
+    assert "application/vnd.jupyter.widget-state+json" in text  # the widget state was saved
+    assert '"endpoint": "echo"' in text  # the browser widget's among it
+    assert token not in text

@@ -6,8 +6,10 @@ import asyncio
 import base64
 import logging
 import os
+import signal
 import ssl
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import ws_notebook
 from ws_notebook import Endpoint, Limits, Server, ServerError
-from ws_notebook.access import check_token, mask
+from ws_notebook.access import check_token, mask, refusal
 
 from .endpoints import mount
 
@@ -157,6 +159,42 @@ def test_check_token_and_mask() -> None:
     )
     assert mask("GET /x?a=1&token=abc") == "GET /x?a=1&token=***"
     assert mask("no secret here") == "no secret here"
+    # The name as the server reads it: percent-encoded, it is still the token.
+    assert check_token("t", None, "%74oken=t") is None
+    assert mask("GET /x?%74oken=abc&t%6Fken=def") == "GET /x?%74oken=***&t%6Fken=***"
+    assert mask("GET /x?tokens=abc&mytoken=def") == "GET /x?tokens=abc&mytoken=def"
+
+
+def test_a_prefix_or_an_empty_token_is_refused() -> None:
+    token = "s3cret-token-of-some-length"
+    assert check_token(token, f"Bearer {token[:-1]}", "") == 403
+    assert check_token(token, None, f"token={token[:5]}") == 403
+    assert check_token(token, "Bearer ", "") == 403
+    assert check_token(token, "Bearer", "") == 403
+    assert check_token(token, None, "token=") == 403
+    assert check_token(token, None, "token") == 403
+    assert check_token(token, f"Bearer {token}x", "") == 403
+
+
+async def test_a_prefix_or_an_empty_token_is_refused_on_the_wire(
+    serve: Callable[..., Server],
+) -> None:
+    token = "s3cret-token-of-some-length"
+    server = serve(token=token)
+    mount_echo(server)
+    url = server.url("echo")
+    for attempt in (
+        {"uri": f"{url}?token={token[:-1]}"},
+        {"uri": f"{url}?token="},
+        {"uri": url, "additional_headers": {"Authorization": "Bearer "}},
+        {"uri": url, "additional_headers": {"Authorization": f"Bearer {token[:1]}"}},
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(**attempt)
+        assert refused.value.response.status_code == 403, attempt
+    async with websockets.connect(f"{url}?token={token}") as ws:
+        await ws.send("the whole token")
+        assert await ws.recv() == "the whole token"
 
 
 # --- origins ----------------------------------------------------------------------------------
@@ -172,10 +210,18 @@ async def test_origin_allow_list(serve: Callable[..., Server]) -> None:
     with pytest.raises(InvalidStatus) as refused:
         await websockets.connect(url, origin="https://other.example")
     assert refused.value.response.status_code == 403
-    # The Jupyter proxy keeps the page's Host and Origin: same origin, allowed.
-    async with websockets.connect(url, origin=f"http://127.0.0.1:{server.port}") as ws:
-        await ws.send("proxied")
-        assert await ws.recv() == "proxied"
+    assert b"needs the server's token" in refused.value.response.body
+    # ... unless the page carries the server's page token (as the browser widget does).
+    async with websockets.connect(
+        server.url("echo", with_token=True), origin="https://other.example"
+    ) as ws:
+        await ws.send("with the page token")
+        assert await ws.recv() == "with the page token"
+    # A local Jupyter page, straight or through its proxy: a loopback origin, allowed.
+    for origin in (f"http://127.0.0.1:{server.port}", "http://localhost:8888"):
+        async with websockets.connect(url, origin=origin) as ws:
+            await ws.send("local page")
+            assert await ws.recv() == "local page"
     everyone = serve(allowed_origins=["*"])
     mount_echo(everyone)
     async with websockets.connect(everyone.url("echo"), origin="https://anyone.example") as ws:
@@ -411,24 +457,174 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_tornado_logs_never_show_the_token(
+async def test_no_log_shows_the_token(
     serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Every log path of the server: access log, refusals, 404s, handler errors, Tornado's own."""
+
+    def on_message(message: str, client: object) -> None:
+        raise ValueError(f"handler failed on {message!r}")
+
     server = serve(token="do-not-print-me")
     mount_echo(server)
-    with caplog.at_level(logging.DEBUG):
-        for path in ("/websockets/service/nope", "/elsewhere", "/websockets"):
-            url = f"http://127.0.0.1:{server.port}{path}?token=do-not-print-me"
-            await asyncio.to_thread(http_status, url)
-        with pytest.raises(InvalidStatus):
-            await websockets.connect(server.url("echo") + "?token=wrong-but-secret")
+    mount(server, "failing", on_message=on_message)
+    secrets = ("do-not-print-me", "wrong-but-secret", "encoded-secret")
+    with caplog.at_level(logging.DEBUG):  # every logger
+        for path in ("/websockets/service/nope", "/elsewhere", "/websockets", "/healthz"):
+            for query in ("token=do-not-print-me", "%74oken=encoded-secret", "a=1&token="):
+                url = f"http://127.0.0.1:{server.port}{path}?{query}"
+                await asyncio.to_thread(http_status, url)
+        for query in ("?token=wrong-but-secret", "?t%6Fken=encoded-secret"):
+            with pytest.raises(InvalidStatus):
+                await websockets.connect(server.url("echo") + query)
+        async with websockets.connect(server.url("failing", with_token=True)) as ws:
+            await ws.send("x")
+            await wait_until(
+                lambda: any("handler failed" in r.getMessage() for r in caplog.records)
+            )
         async with websockets.connect(server.url("echo", with_token=True)) as ws:
             await ws.send("x")
             await ws.recv()
-    server_logs = "\n".join(
-        record.getMessage()
+    logged = "\n".join(
+        logging.Formatter().format(record)  # with tracebacks
         for record in caplog.records
-        if record.name.startswith(("tornado", "ws_notebook"))  # not the test client's own
+        if not record.name.startswith("websockets")  # the test's client logs what it sends
     )
-    assert "token=***" in server_logs  # the requests were logged, masked
-    assert "do-not-print-me" not in server_logs and "wrong-but-secret" not in server_logs
+    assert "token=***" in logged and "%74oken=***" in logged  # the requests were logged, masked
+    assert "handler failed on 'x'" in logged
+    for secret in secrets:
+        assert secret not in logged
+
+
+async def test_serve_logs_no_token_when_stopped_during_an_async_handler(tmp_path: Path) -> None:
+    """SIGTERM while a handler awaits: Tornado logged the request line, token and all."""
+    from .test_cli import Served, write_endpoint
+
+    write_endpoint(
+        tmp_path,
+        "slow",
+        "import asyncio\n\nasync def on_message(message, client):\n    await asyncio.sleep(30)\n",
+    )
+    command = [sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", "0"]
+    served = await Served([*command, "--token", "do-not-print-me"]).started()
+    try:
+        for query in ("?token=do-not-print-me", "?%74oken=do-not-print-me"):
+            ws = await websockets.connect(served.url("slow") + query)
+            await ws.send("wait for me")
+        await served.wait_for(r"slow c2 open")
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.exit_code() == 0
+    finally:
+        served.kill()
+    output = served.stderr + "\n".join(served.stdout)
+    assert "shutting down" in output
+    assert "do-not-print-me" not in output
+
+
+# --- DNS rebinding and the origin policy -------------------------------------------------------
+
+
+def test_the_origin_policy_depends_on_where_the_server_listens() -> None:
+    page = "http://127.0.0.1:8888"
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        assert refusal(page, "127.0.0.1:9000", [], loopback) is None
+        assert refusal(None, "localhost:9000", [], loopback) is None  # a program
+        assert refusal("https://elsewhere.example", "127.0.0.1:9000", [], loopback) is not None
+        assert refusal("null", "127.0.0.1:9000", [], loopback) is not None  # a sandboxed frame
+    for everywhere in ("0.0.0.0", "192.168.1.20", "::"):
+        # On a network address, a loopback page is any page of the machine that browses it.
+        assert refusal(page, "192.168.1.20:9000", [], everywhere) is not None
+        assert refusal(page, "192.168.1.20:9000", [page], everywhere) is None
+        assert refusal(None, "192.168.1.20:9000", [], everywhere) is None
+        assert refusal(None, "server.lan:9000", [], everywhere) is None
+    assert refusal("https://x.example", "127.0.0.1:9000", ["*"], "127.0.0.1") is None
+
+
+def test_a_dns_name_other_than_localhost_needs_the_token_on_loopback() -> None:
+    rebound = "http://evil.example:9000"
+    assert refusal(rebound, "evil.example:9000", [], "127.0.0.1") is not None
+    assert refusal(None, "evil.example:9000", [], "127.0.0.1") is not None
+    assert refusal(rebound, "evil.example:9000", ["*"], "127.0.0.1") is not None
+    assert refusal(None, "app.localhost:9000", [], "127.0.0.1") is None
+    assert refusal(None, "[::1]:9000", [], "::1") is None
+
+
+async def test_dns_rebinding_is_refused(serve: Callable[..., Server]) -> None:
+    """A page whose name was re-pointed at 127.0.0.1: same origin as far as Host says."""
+    opened: list[str] = []
+    server = serve()
+    mount_echo(server, on_open=lambda client: opened.append(client.id))
+    rebound = f"evil.example:{server.port}"
+    url = f"ws://{rebound}/websockets/service/echo"
+    loopback = {"host": "127.0.0.1", "port": server.port}  # where the name now points
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(url, origin=f"http://{rebound}", **loopback)
+    assert refused.value.response.status_code == 403
+    assert b"evil.example" in refused.value.response.body
+    # The page's own fetch("/websockets") sends no Origin: refused by its Host.
+    assert await asyncio.to_thread(http_get, server.port, "/websockets", rebound) == 403
+    assert opened == []
+    # Programs and local pages are not asked for anything; the page token lets the name in.
+    assert await asyncio.to_thread(http_get, server.port, "/websockets", "localhost") == 200
+    async with websockets.connect(
+        f"{url}?token={server.page_token}", origin=f"http://{rebound}", **loopback
+    ) as ws:
+        await ws.send("with the token")
+        assert await ws.recv() == "with the token"
+
+
+async def test_a_server_on_all_interfaces_refuses_loopback_pages(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(host="0.0.0.0")
+    mount_echo(server)
+    url = f"ws://127.0.0.1:{server.port}/websockets/service/echo"
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(url, origin="http://127.0.0.1:8888")
+    assert refused.value.response.status_code == 403
+    async with websockets.connect(url) as ws:  # a program
+        await ws.send("no origin")
+        assert await ws.recv() == "no origin"
+    async with websockets.connect(
+        f"{url}?token={server.page_token}", origin="http://127.0.0.1:8888"
+    ) as ws:
+        await ws.send("page with the token")
+        assert await ws.recv() == "page with the token"
+
+
+def http_get(port: int, path: str, host: str) -> int:
+    """The status of a GET to 127.0.0.1:PORT that names the server as ``host``."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+# --- settings kept across a restart ------------------------------------------------------------
+
+
+async def test_a_restart_keeps_the_settings_not_passed_again() -> None:
+    ws_notebook.reset()
+    try:
+        ws_notebook.serve("echo", {"on_message": lambda message, client: client.send(message)})
+        ws_notebook.stop()
+        ws_notebook.start(token="s3cret", limits=Limits(max_message_size=100))
+        ws_notebook.stop()
+        ws_notebook.start(allowed_origins=["https://app.example"])
+        ws_notebook.stop()
+        server = ws_notebook.start(limits=Limits(max_message_size=100, max_connections=5))
+        assert server.token == "s3cret"
+        assert server.allowed_origins == ["https://app.example"]
+        url = ws_notebook.url("echo")
+        with pytest.raises(InvalidStatus) as missing:
+            await websockets.connect(url)
+        assert missing.value.response.status_code == 401
+        async with websockets.connect(ws_notebook.url("echo", with_token=True)) as ws:
+            await ws.send("x" * 101)
+            assert await closed(ws) == (1009, "message too big")
+    finally:
+        ws_notebook.reset()

@@ -1,4 +1,15 @@
-"""Who may connect: an optional token, and which browser origins.
+"""Who may connect: the server's token, and which browser pages.
+
+The policy, in one place (``refusal`` decides, the server applies it):
+
+- With a token set by the user, every request must carry it.
+- Otherwise, programs (no ``Origin`` header) and pages served from loopback may connect to a
+  server that listens on loopback, and pages of the origins the user allowed may connect.
+  Anything else needs the server's *page token*, which every server has (made when none is
+  given): a page of another origin, and any request that names the server by a DNS name other
+  than ``localhost``. The second rule stops DNS rebinding, where an attacker's name is
+  re-pointed at 127.0.0.1 so that its page looks same-origin; it also covers Jupyter's proxy
+  on JupyterHub and Binder, whose pages get the token over the browser widget's comm.
 
 Behind Jupyter's proxy, requests carry the Jupyter login cookie, ``Authorization`` and
 ``?token=`` on to this server, so none of these may ever be logged or displayed: ``mask``
@@ -12,12 +23,13 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Iterable
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-__all__ = ["AUTO", "check_token", "is_loopback", "mask", "new_token", "origin_allowed"]
+__all__ = ["AUTO", "check_token", "is_loopback", "mask", "new_token", "refusal"]
 
 AUTO = "auto"
-_TOKEN_IN_TEXT = re.compile(r"((?:^|[?&\s])token=)[^&\s]+")
+# A query parameter: its name as sent (maybe percent-encoded) and its value.
+_PARAMETER = re.compile(r"(?<=[?&;])([^=&;#\s]+)=([^&;#\s]*)")
 
 
 def new_token() -> str:
@@ -25,22 +37,32 @@ def new_token() -> str:
 
 
 def mask(text: str) -> str:
-    """``...?token=SECRET`` → ``...?token=***``, wherever it appears in ``text``."""
-    if "token=" not in text:  # most text: no regular expression pass (every request is logged)
+    """``...?token=SECRET`` → ``...?token=***`` wherever it appears in ``text``.
+
+    The name counts as the server would read it (``?%74oken=`` is ``token`` too).
+    """
+    if "=" not in text:  # most text: no regular expression pass (every request is logged)
         return text
-    return _TOKEN_IN_TEXT.sub(r"\1***", text)
+    return _PARAMETER.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    if unquote_plus(match[1]) == "token":
+        return f"{match[1]}=***"
+    return match[0]
 
 
 def check_token(expected: str, authorization: str | None, query: str) -> int | None:
     """None if the request carries the token, else the HTTP status to refuse it with.
 
     The token may come as ``Authorization: Bearer TOKEN`` or as ``?token=TOKEN``; it is compared
-    in constant time. No token at all is 401 (authenticate), a wrong one 403 (forbidden).
+    in constant time. No token at all is 401 (authenticate), a wrong or empty one 403.
     """
     offered: list[str] = []
-    if authorization and authorization.lower().startswith("bearer "):
-        offered.append(authorization[7:].strip())
-    offered.extend(parse_qs(query).get("token", []))
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "bearer":  # "Bearer" alone (its space stripped in transit) is empty
+        offered.append(value.strip())
+    offered.extend(parse_qs(query, keep_blank_values=True).get("token", []))
     if not offered:
         return 401
     wanted = expected.encode()
@@ -50,28 +72,44 @@ def check_token(expected: str, authorization: str | None, query: str) -> int | N
 
 
 def is_loopback(host: str | None) -> bool:
+    """An address or name of this machine's loopback interface (``localhost`` included)."""
     if not host:
         return False
-    if host == "localhost":
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always loopback
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
-def origin_allowed(origin: str, host_header: str, allowed: Iterable[str], server_host: str) -> bool:
-    """The origin policy for browser pages (non-browser clients send no Origin).
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
-    Allowed: pages of the same origin (a Jupyter page reaching us through jupyter-server-proxy
-    keeps its own Host and Origin), pages served from loopback while the server itself listens
-    on loopback (a local Jupyter on another port), and the origins listed in ``allowed``
-    (``"*"`` allows every origin).
+
+def refusal(
+    origin: str | None, host_header: str, allowed: Iterable[str], server_host: str
+) -> str | None:
+    """Why a request needs the server's page token, or None if it may go ahead without it.
+
+    ``origin`` is the request's ``Origin`` (None for programs), ``host_header`` its ``Host``,
+    ``allowed`` the browser origins the user allowed (``"*"``: all), ``server_host`` the
+    address the server listens on.
     """
+    on_loopback = is_loopback(server_host)
+    hostname = urlsplit(f"//{host_header}").hostname or ""
+    if on_loopback and not (_is_address(hostname) or is_loopback(hostname)):
+        return f"Host {hostname!r} is a name other than localhost (DNS rebinding?)"
+    if origin is None:
+        return None
     allowed = list(allowed)
     if "*" in allowed or origin in allowed:
-        return True
-    parsed = urlparse(origin)
-    if parsed.netloc.lower() == host_header.lower():
-        return True
-    return is_loopback(parsed.hostname) and is_loopback(server_host)
+        return None
+    if on_loopback and is_loopback(urlsplit(origin).hostname):
+        return None
+    return f"a page from origin {origin!r}"

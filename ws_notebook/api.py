@@ -71,14 +71,15 @@ def start(
 ) -> Server:
     """Start the server if it is not running, with these settings for a stopped one.
 
-    A running server is left as it is; asking it for another address or other settings is an
-    error that says to stop it first. ``token="auto"`` generates a token. Endpoints stay mounted
-    across a stop and start.
+    Settings not passed keep the values they had (a token given once stays across a stop and
+    start). A running server is left as it is; asking it for another address or other settings
+    is an error that says to stop it first. ``token="auto"`` generates a token. Endpoints stay
+    mounted across a stop and start.
     """
-    global _server, _stop_at_exit_registered
+    global _stop_at_exit_registered
     server = default_server()
-    security = {"certfile": certfile, "keyfile": keyfile, "token": token, "limits": limits}
-    wanted = {name: value for name, value in security.items() if value is not None}
+    settings = {"certfile": certfile, "keyfile": keyfile, "token": token, "limits": limits}
+    wanted = {name: value for name, value in settings.items() if value is not None}
     if allowed_origins is not None:
         wanted["allowed_origins"] = allowed_origins
     if server.running:
@@ -92,8 +93,7 @@ def start(
                 "or settings, stop it first (%websocket stop, or ws_notebook.stop())"
             )
         return server
-    if wanted:
-        _server = server = Server(server.registry, server.host, server.port, **wanted)
+    server.configure(**wanted)
     server.start(host, port)
     if not _stop_at_exit_registered:
         # A kernel that shuts down closes its clients with 1001 (going away): the close

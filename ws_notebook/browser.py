@@ -4,6 +4,10 @@ The page may reach the kernel's port directly (a local Jupyter) or only through
 jupyter-server-proxy (JupyterHub, Binder: ``{base_url}proxy/{port}/...`` on the page's own host,
 ``wss:`` when the page is ``https:``). The widget works out which from the page: it asks the
 proxy path for the server's ``GET /websockets`` listing first and falls back to the direct URL.
+
+A page on JupyterHub or Binder is not on loopback, so the server lets it in only with its page
+token (see ``ws_notebook.access``). The widget asks the kernel for it over the widget's comm
+each time it is displayed: it is never a widget trait, so it is never saved in the notebook.
 """
 
 from __future__ import annotations
@@ -24,14 +28,26 @@ function jupyterBaseUrl() {
   try { return JSON.parse(config.textContent).baseUrl || "/"; } catch (e) { return "/"; }
 }
 
+// The server's page token, asked of the kernel over the widget's comm (never saved state).
+function askToken(model) {
+  return new Promise((resolve) => {
+    const answer = (message) => {
+      if (message && message.kind === "token") {
+        model.off("msg:custom", answer);
+        resolve(message.token);
+      }
+    };
+    model.on("msg:custom", answer);
+    model.send({ kind: "token?" });
+  });
+}
+
 // Which URL reaches the kernel's server from this page: through Jupyter's proxy if it answers,
 // else straight to host:port (a local Jupyter, where the page is on loopback too).
-async function endpointUrl(model) {
+async function endpointUrl(model, token) {
   const port = model.get("port"), mode = model.get("mode");
-  let path = model.get("path");
+  const path = `${model.get("path")}?token=${encodeURIComponent(token)}`;
   const page = window.location;
-  const token = model.get("token");
-  if (token) path += `?token=${encodeURIComponent(token)}`;
   const proxied = `${page.protocol === "https:" ? "wss:" : "ws:"}//${page.host}` +
                   `${jupyterBaseUrl()}proxy/${port}${path}`;
   const direct = `${model.get("scheme")}://${model.get("host")}:${port}${path}`;
@@ -81,7 +97,9 @@ function render({ model, el }) {
     input.value = "";
   }
 
-  endpointUrl(model).then((url) => {
+  let removed = false;
+  askToken(model).then((token) => endpointUrl(model, token)).then((url) => {
+    if (removed) return;
     socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     socket.onopen = () => report("open", url);
@@ -98,7 +116,8 @@ function render({ model, el }) {
   el.querySelector(".wsnb-send").onclick = send;
   el.querySelector(".wsnb-close").onclick = () => socket && socket.close(1000, "closed by user");
   input.onkeydown = (event) => { if (event.key === "Enter") send(); };
-  return () => socket && socket.close(1001, "view removed");
+  // Browsers only let a page close with 1000 or 3000-4999.
+  return () => { removed = true; if (socket) socket.close(1000, "view removed"); };
 }
 export default { render };
 """
@@ -117,7 +136,6 @@ class BrowserClient(anywidget.AnyWidget):
     port = traitlets.Int().tag(sync=True)
     path = traitlets.Unicode().tag(sync=True)
     scheme = traitlets.Unicode("ws").tag(sync=True)
-    token = traitlets.Unicode().tag(sync=True)  # sent as ?token=, masked wherever it is shown
     mode = traitlets.Enum(["auto", "direct", "proxy"], default_value="auto").tag(sync=True)
     max_messages = traitlets.Int(200).tag(sync=True)
     state = traitlets.Unicode("connecting").tag(sync=True)
@@ -138,7 +156,12 @@ class BrowserClient(anywidget.AnyWidget):
             port=server.port,
             path=f"{SERVICE_PATH}{endpoint}",
             scheme=server.scheme,
-            token=server.token or "",
             mode=mode,
             **kwargs,
         )
+        self.on_msg(self._answer)
+
+    def _answer(self, _: object, content: object, buffers: object) -> None:
+        """The page asks for the token when it displays the widget: send it over the comm."""
+        if isinstance(content, dict) and content.get("kind") == "token?":
+            self.send({"kind": "token", "token": api.default_server().page_token})

@@ -6,6 +6,8 @@ endpoints. Everything here parses arguments and formats output; the work is done
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import html
 import logging
 import sys
@@ -26,7 +28,7 @@ from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row
-from .server import SERVICE_PATH, V4_SERVICE_PATH, Limits, ServerError
+from .server import SERVICE_PATH, V4_SERVICE_PATH, ServerError
 from .widgets import EndpointPanel, panels
 
 __all__ = ["WebSocketMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -97,7 +99,16 @@ def _line_parser() -> MagicArgumentParser:
     start.add_argument("--max-send-queue", type=int, help="bytes queued to a client before 1008")
     start.add_argument("--ping-interval", type=float, help="seconds between pings (0: none)")
     start.add_argument("--ping-timeout", type=float, help="seconds to wait for a pong")
-    start.add_argument("--compression", action="store_true", help="offer permessage-deflate")
+    start.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help="seconds a connection may take to send its request (then closed)",
+    )
+    start.add_argument(
+        "--compression",
+        action=argparse.BooleanOptionalAction,
+        help="offer permessage-deflate (--no-compression: do not)",
+    )
     clients = commands.add_parser("clients", help="table of open connections")
     clients.add_argument("name", nargs="?")
     send = commands.add_parser("send", help="send MESSAGE to every client of NAME")
@@ -283,18 +294,19 @@ class WebSocketMagics(Magics):
                 "max_send_queue",
                 "ping_interval",
                 "ping_timeout",
+                "handshake_timeout",
+                "compression",
             )
             if getattr(args, name) is not None
         }
-        if args.compression:
-            chosen["compression"] = True
+        current = api.default_server().limits  # limits not given keep their values
         server = api.start(
             args.host,
             args.port,
             certfile=args.certfile,
             keyfile=args.keyfile,
             token=args.token,
-            limits=Limits(**chosen) if chosen else None,
+            limits=dataclasses.replace(current, **chosen) if chosen else None,
             allowed_origins=args.origins,
         )
         print(

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.log import app_log, gen_log
 from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler, _WebSocketParams
 
-from .access import AUTO, check_token, mask, new_token, origin_allowed
+from .access import AUTO, check_token, mask, new_token, refusal
 from .connection import Client
+from .listener import Listener
 from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, Endpoint, Registry
 
@@ -57,6 +59,9 @@ class Limits:
     - ``compression``: offer permessage-deflate.
     - ``slow_handler``: seconds after which an ``async`` handler still running is reported
       (the client's later messages wait for it; other clients are not affected).
+    - ``handshake_timeout``: seconds a connection may take to send its request headers (or a
+      body), and may stay idle between HTTP requests; then it is closed, so connections that
+      trickle bytes do not hold the server's file descriptors. WebSocket connections have pings.
     """
 
     max_message_size: int = 10 * 1024 * 1024
@@ -66,6 +71,7 @@ class Limits:
     max_send_queue: int = 16 * 1024 * 1024
     compression: bool = False
     slow_handler: float = 10.0
+    handshake_timeout: float = 10.0
 
 
 class _TextErrors:
@@ -79,6 +85,19 @@ class _TextErrors:
         request = self.request
         return f"{request.method} {mask(request.uri or '')} ({request.remote_ip})"
 
+    def log_exception(self: Any, kind: Any, error: Any, traceback: Any) -> None:
+        """Tornado's, without the request's repr (its URL would show the token unmasked)."""
+        if isinstance(error, HTTPError):
+            if error.log_message:
+                message = error.log_message % error.args if error.args else error.log_message
+                gen_log.warning("%d %s: %s", error.status_code, self._request_summary(), message)
+            return
+        if isinstance(error, asyncio.CancelledError):  # a handler still running at shutdown
+            return
+        app_log.error(
+            "Uncaught exception %s", self._request_summary(), exc_info=(kind, error, traceback)
+        )
+
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = error.log_message if isinstance(error, HTTPError) and error.log_message else None
@@ -89,22 +108,31 @@ class _TextErrors:
 
 
 class _Guarded(_TextErrors):
-    """Requests must carry the server's token, when it has one."""
+    """Requests go ahead as the access policy says (``ws_notebook.access``)."""
 
     server: Server
 
     def check_access(self: Any) -> None:
-        if self.server.token is None:
+        server, request = self.server, self.request
+        offered = (request.headers.get("Authorization"), request.query)
+        if server.token is not None:  # the user's token: every request needs it
+            status = check_token(server.token, *offered)
+            if status == 401:
+                raise HTTPError(
+                    401, "this server needs a token: Authorization: Bearer TOKEN or ?token=TOKEN"
+                )
+            if status == 403:
+                raise HTTPError(403, "wrong token")
             return
-        status = check_token(
-            self.server.token, self.request.headers.get("Authorization"), self.request.query
+        why = refusal(
+            request.headers.get("Origin"), request.host, server.allowed_origins, server.host
         )
-        if status == 401:
+        if why is not None and check_token(server.page_token, *offered) is not None:
             raise HTTPError(
-                401, "this server needs a token: Authorization: Bearer TOKEN or ?token=TOKEN"
+                403,
+                f"{why} needs the server's token (the %websocket browser widget sends it; "
+                "ws_notebook.url(NAME, with_token=True) gives a URL with it)",
             )
-        if status == 403:
-            raise HTTPError(403, "wrong token")
 
 
 class EndpointSocket(_Guarded, WebSocketHandler):
@@ -130,9 +158,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         self.endpoint = endpoint
 
     def check_origin(self, origin: str) -> bool:
-        return origin_allowed(
-            origin, self.request.host or "", self.server.allowed_origins, self.server.host
-        )
+        return True  # decided with the token in prepare(): see check_access
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return {} if self.server.limits.compression else None
@@ -258,6 +284,8 @@ class Server:
 
     ``certfile``/``keyfile`` serve ``wss://``; with a ``token`` (``"auto"`` makes one) every
     request must carry it; ``allowed_origins`` adds browser origins to the default policy.
+    Without a token, browser pages the policy does not let in need ``page_token``, made here
+    (see ``ws_notebook.access``). :meth:`configure` changes settings of a stopped server.
     """
 
     def __init__(
@@ -278,8 +306,40 @@ class Server:
         self.limits = limits or Limits()
         self.token = new_token() if token == AUTO else token
         self.allowed_origins = list(allowed_origins)
+        self.certfile, self.keyfile = certfile, keyfile
         self.ssl_context = _ssl_context(certfile, keyfile)
+        self._page_token = new_token()
         self._http: HTTPServer | None = None
+
+    def configure(
+        self,
+        *,
+        limits: Limits | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        token: str | None = None,
+        allowed_origins: Iterable[str] | None = None,
+    ) -> None:
+        """Change the settings passed (None: keep as is) of a stopped server; the rest stay."""
+        if self.running:
+            raise ServerError(
+                f"the server runs on {self.host}:{self.port}; stop it before changing its settings"
+            )
+        if certfile is not None or keyfile is not None:
+            certfile = certfile if certfile is not None else self.certfile
+            self.ssl_context = _ssl_context(certfile, keyfile)  # first: bad files change nothing
+            self.certfile, self.keyfile = certfile, keyfile
+        if limits is not None:
+            self.limits = limits
+        if token is not None:
+            self.token = new_token() if token == AUTO else token
+        if allowed_origins is not None:
+            self.allowed_origins = list(allowed_origins)
+
+    @property
+    def page_token(self) -> str:
+        """The token that lets in any browser page: the user's token, or one made for the server."""
+        return self.token if self.token is not None else self._page_token
 
     @property
     def running(self) -> bool:
@@ -329,7 +389,18 @@ class Server:
             raise ServerError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from error
-        http = HTTPServer(self.application(), ssl_options=self.ssl_context)
+        # Tornado's idle_connection_timeout is the time from waiting for a request (after the
+        # connection opens, or the last response) to its headers' end, TLS handshake included:
+        # trickling bytes does not extend it. A WebSocket is past it once upgraded.
+        timeout = self.limits.handshake_timeout
+        http = Listener(
+            self.application(),
+            ssl_options=self.ssl_context,
+            idle_connection_timeout=timeout,
+            body_timeout=timeout,
+            max_header_size=64 * 1024,
+            max_body_size=self.limits.max_message_size,  # no route reads a body
+        )
         http.add_sockets(sockets)
         self._http = http
         self.host = host
@@ -344,11 +415,14 @@ class Server:
             self._http = None
 
     def url(self, name: str, scheme: str | None = None, with_token: bool = False) -> str:
-        """The URL clients connect to; ``?token=`` only when asked, as it must not be shown."""
+        """The URL clients connect to; ``?token=`` only when asked, as it must not be shown.
+
+        The token is the user's, or else the page token: a URL any browser page may use.
+        """
         host = f"[{self.host}]" if ":" in self.host else self.host
         url = f"{scheme or self.scheme}://{host}:{self.port}{SERVICE_PATH}{name}"
-        if with_token and self.token is not None:
-            url += f"?token={self.token}"
+        if with_token:
+            url += f"?token={self.page_token}"
         return url
 
     def proxy_path(self, name: str, base_url: str = "/") -> str:
