@@ -546,6 +546,12 @@ def test_a_dns_name_other_than_localhost_needs_the_token_on_loopback() -> None:
     assert refusal(None, "evil.example:9000", [], "127.0.0.1") is not None
     assert refusal(rebound, "evil.example:9000", ["*"], "127.0.0.1") is not None
     assert refusal(None, "app.localhost:9000", [], "127.0.0.1") is None
+    # Look-alikes and repeated headers are not loopback.
+    for host in ("127.0.0.1.evil.example", "localhost.evil.example", "0x7f000001", "127.0.0.1,x"):
+        assert refusal(None, f"{host}:9000", [], "127.0.0.1") is not None, host
+        assert refusal(f"http://{host}:9000", "127.0.0.1:9000", [], "127.0.0.1") is not None
+    assert refusal("http://127.0.0.1:1, https://evil.example", "127.0.0.1", [], "::1") is not None
+    assert refusal("HTTP://LOCALHOST:8888", "127.0.0.1:9000", [], "127.0.0.1") is None
     assert refusal(None, "[::1]:9000", [], "::1") is None
 
 

@@ -102,7 +102,7 @@ def refusal(
     address the server listens on.
     """
     on_loopback = is_loopback(server_host)
-    hostname = urlsplit(f"//{host_header}").hostname or ""
+    hostname = _hostname(f"//{host_header}")
     if on_loopback and not (_is_address(hostname) or is_loopback(hostname)):
         return f"Host {hostname!r} is a name other than localhost (DNS rebinding?)"
     if origin is None:
@@ -110,6 +110,16 @@ def refusal(
     allowed = list(allowed)
     if "*" in allowed or origin in allowed:
         return None
-    if on_loopback and is_loopback(urlsplit(origin).hostname):
+    if on_loopback and is_loopback(_hostname(origin)):
         return None
     return f"a page from origin {origin!r}"
+
+
+def _hostname(url: str) -> str:
+    """The host part of a URL or ``//authority``; "" for a value with several (a repeated header)."""
+    if "," in url or any(c.isspace() for c in url):
+        return ""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
