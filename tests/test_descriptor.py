@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -541,6 +543,64 @@ def test_read_descriptor_keeps_non_ascii_utf8(tmp_path: Path) -> None:
     path = tmp_path / "utf8.websocket"
     path.write_text(json.dumps(with_(description="Café ✓"), ensure_ascii=False), "utf-8")
     assert read_descriptor(path).description == "Café ✓"
+
+
+SURROGATE = "contains an unpaired surrogate (\\ud800), not valid Unicode text"
+
+
+@pytest.mark.parametrize("name", [*PROPERTY_ORDER, "colour"])
+def test_read_descriptor_rejects_an_unpaired_surrogate(tmp_path: Path, name: str) -> None:
+    # "\ud800" in the file is a JSON escape for half a UTF-16 pair: json.loads accepts it, but
+    # the string cannot be written out as UTF-8 (ws-notebook list crashed printing it).
+    path = write(tmp_path / "x.websocket", with_(**{name: "a\ud800b"}))
+    assert "\\ud800" in path.read_text("utf-8")
+    with pytest.raises(DescriptorError) as caught:
+        read_descriptor(path)
+    assert f"{path}: {name}: {SURROGATE}" in str(caught.value).splitlines()
+    str(caught.value).encode("utf-8")  # the message itself prints
+
+
+def test_from_json_rejects_an_unpaired_surrogate() -> None:
+    assert problems_of(with_(description="\ud800", createdBy="\udfff!"), "x.websocket") == [
+        f"description: {SURROGATE}",
+        "createdBy: contains an unpaired surrogate (\\udfff), not valid Unicode text",
+    ]
+
+
+def test_read_descriptor_accepts_a_surrogate_pair(tmp_path: Path) -> None:
+    path = tmp_path / "x.websocket"
+    path.write_text('{"endpoint": "e", "handler": "h", "description": "\\ud83d\\ude00"}', "utf-8")
+    assert read_descriptor(path).description == "\N{GRINNING FACE}"
+
+
+def test_read_descriptor_rejects_a_property_given_twice(tmp_path: Path) -> None:
+    path = tmp_path / "x.websocket"
+    path.write_text(
+        '{"endpoint": "my ws", "handler": "h", "endpoint": "e", "handler": "", "handler": "i",'
+        ' "description": {"nested": 1, "nested": 2}}',
+        "utf-8",
+    )
+    with pytest.raises(DescriptorError) as caught:
+        read_descriptor(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}: endpoint: defined twice",
+        f"{path}: handler: defined 3 times",
+        f'{path}: description: {{"nested": 2}} is not a string',
+    ]
+
+
+def test_list_refuses_an_unpaired_surrogate_instead_of_crashing(tmp_path: Path) -> None:
+    write(tmp_path / "e.websocket", {"endpoint": "e", "handler": "e.py", "description": "\ud800"})
+    (tmp_path / "e.py").write_text("def on_message(message, client):\n    pass\n", "utf-8")
+    for command in ("list", "validate"):
+        result = subprocess.run(
+            [sys.executable, "-m", "ws_notebook", command, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert f"{tmp_path / 'e.websocket'}: description: {SURROGATE}" in result.stderr
 
 
 # --- check_endpoint_name ---------------------------------------------------------------------

@@ -53,6 +53,8 @@ json_values = st.recursive(
     max_leaves=15,
 )
 
+# Lone surrogates ("\ud800" escapes in the JSON) are not text: they must be refused.
+surrogates = st.sampled_from(["\ud800", "a\udfffb", "\udbff\udbff"])
 names = st.sampled_from(
     ["echo", "my-ws_1.0", "a", "A" * 128, "A" * 129, "", " ", ".", "..", "my ws", "a\n", "é"]
 )
@@ -104,7 +106,7 @@ timestamps = st.sampled_from(
     st.text("0123456789", min_size=2, max_size=2),
     st.sampled_from(["", "Z", "+0000", "-05:30", "+1", "+12:345"]),
 )
-property_values = names | paths | timestamps | st.text(max_size=30) | json_values
+property_values = names | paths | timestamps | surrogates | st.text(max_size=30) | json_values
 
 descriptor_objects = st.dictionaries(
     st.sampled_from(PROPERTIES + NEAR_MISSES) | st.text(max_size=8),
@@ -122,6 +124,26 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2)
 
 
+def _object_text(pairs: list[tuple[str, Any]]) -> str:
+    """A JSON object with these members in this order, a name given twice included."""
+    return (
+        "{" + ", ".join(f"{json.dumps(name)}: {json.dumps(value)}" for name, value in pairs) + "}"
+    )
+
+
+def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    assert len(set(names)) == len(names), f"a name given twice was accepted: {names}"
+    return dict(pairs)
+
+
+# Objects whose members may repeat a name: json.loads would keep the last one silently.
+member_lists = st.lists(
+    st.tuples(st.sampled_from(PROPERTIES), names | paths | timestamps | st.text(max_size=10)),
+    max_size=8,
+)
+
+
 file_bytes = (
     st.binary(max_size=200)
     | st.text(max_size=200).map(lambda text: text.encode("utf-8"))
@@ -129,6 +151,7 @@ file_bytes = (
     | st.tuples(descriptor_objects, st.integers(0, 200)).map(  # valid JSON, cut short
         lambda pair: _json_text(pair[0]).encode("utf-8")[: pair[1]]
     )
+    | member_lists.map(lambda pairs: _object_text(pairs).encode("utf-8"))
     | st.sampled_from([b"", b"\xef\xbb\xbf{}", b"NaN", b"[1e999]", b"\xff\xfe{\x00}\x00", b"{}"])
 )
 
@@ -169,6 +192,7 @@ def test_from_json_loads_or_raises_descriptor_error(data: Any) -> None:
     assert check_endpoint_name(descriptor.endpoint) == descriptor.endpoint
     assert descriptor.handler
     assert all(isinstance(value, str) for value in vars(descriptor).values())
+    assert all(value.encode("utf-8") is not None for value in vars(descriptor).values())
     assert Descriptor.from_json(descriptor.to_json()) == descriptor
 
 
@@ -193,7 +217,9 @@ def test_read_descriptor_loads_or_raises_descriptor_error_naming_the_file(conten
             _assert_names_source(error, str(path))
             assert error.source == str(path)
             return
-        assert descriptor == Descriptor.from_json(json.loads(content.decode("utf-8")))
+        data = json.loads(content.decode("utf-8"), object_pairs_hook=_names_once)
+        assert descriptor == Descriptor.from_json(data)
+        assert all(value.encode("utf-8") is not None for value in vars(descriptor).values())
 
 
 @SLOW

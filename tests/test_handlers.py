@@ -527,6 +527,34 @@ def test_from_file_syntax_error_names_the_file(tmp_path: Path) -> None:
     assert str(caught.value).startswith(f"{path}:4: ")
 
 
+def test_from_file_without_running(tmp_path: Path) -> None:
+    path = tmp_path / "h.py"
+    path.write_text(
+        "import functools\n"
+        "raise SystemExit('never run')\n"
+        "@functools.lru_cache\n"
+        "def on_open(a, b, c):\n"
+        "    pass\n"
+        "on_close: object = print\n"
+        "def onMesage(message):\n"
+        "    pass\n",
+        "utf-8",
+    )
+    h = Handlers.from_file(path, run=False)
+    assert h.defined == ["open", "close"]  # a decorated def's signature is not known until it runs
+    assert (h.on_open, h.on_message, h.on_error, h.on_close) == (None, None, None, None)
+    assert h.warnings == ("'onMesage' looks like a handler name; did you mean 'onMessage'?",)
+    assert h.source == path.read_text("utf-8")
+    with pytest.raises(HandlerError, match=r"h\.py:2: SystemExit: never run"):
+        Handlers.from_file(path)
+
+
+def test_from_file_module_globals(tmp_path: Path) -> None:
+    path = tmp_path / "h.py"
+    path.write_text("NAMES = (__name__, __file__)\ndef on_open(client):\n    return NAMES\n")
+    assert Handlers.from_file(path).on_open(None) == ("h", str(path))
+
+
 # --- from_object -----------------------------------------------------------------------------
 
 

@@ -170,7 +170,9 @@ def test_location_root_is_preferred_over_nearer_folders(workspace: Path) -> None
     assert endpoint.handlers.on_open("c") == "right"
 
 
-def test_single_file_without_location_finds_project_relative_handler(workspace: Path) -> None:
+def test_single_file_without_location_is_its_own_project(workspace: Path) -> None:
+    # Without a location, a single file's project is its own folder: the handler is not looked
+    # for above it. With a location that matches, the project is the folder the location names.
     project = workspace / "my-project"
     path = write_json(
         project / "websockets" / "ws.websocket",
@@ -178,6 +180,16 @@ def test_single_file_without_location_finds_project_relative_handler(workspace: 
     )
     write_text(project / "websockets" / "ws-handler.py", ECHO)
     assert only(load_project(project)).handler_path == project / "websockets" / "ws-handler.py"
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: handler: 'my-project/websockets/ws-handler' not found")
+    write_json(
+        path,
+        {
+            "location": "/my-project/websockets/ws.websocket",
+            "handler": "my-project/websockets/ws-handler",
+            "endpoint": "e",
+        },
+    )
     assert only(load_project(path)).handler_path == project / "websockets" / "ws-handler.py"
 
 
@@ -299,17 +311,12 @@ def test_missing_handler_lists_the_paths_tried(workspace: Path) -> None:
     ]
 
 
-def test_missing_handler_without_location_climbs_to_the_loaded_folders_parent(
+def test_missing_handler_without_location_lists_the_paths_tried_inside_the_project(
     workspace: Path,
 ) -> None:
     project = workspace / "proj"
     path = write_json(project / "a" / "b" / "e.websocket", {"handler": "h", "endpoint": "e"})
-    tried = [
-        project / "a" / "b" / "h.py",
-        project / "a" / "h.py",
-        project / "h.py",
-        workspace / "h.py",
-    ]
+    tried = [project / "a" / "b" / "h.py", project / "a" / "h.py", project / "h.py"]
     assert problems_of(project) == [
         f"{path}: handler: 'h' not found (looked for {', '.join(map(str, tried))})"
     ]
@@ -326,7 +333,7 @@ def test_several_broken_files_are_all_reported(workspace: Path) -> None:
     f = write_json(folder / "f.websocket", {"endpoint": "f", "handler": "f.py", "colour": "red"})
     write_json(folder / "ok.websocket", {"endpoint": "ok", "handler": "ok.py"})
     write_text(folder / "ok.py", ECHO)
-    tried_c = ", ".join(str(p / "missing-c.py") for p in (folder, folder.parent, workspace))
+    tried_c = ", ".join(str(p / "missing-c.py") for p in (folder, folder.parent))
     problems = problems_of(workspace / "proj")
     assert len(problems) == 7
     assert problems[:3] == [
@@ -354,7 +361,8 @@ def test_bad_handler_signature_is_reported(workspace: Path) -> None:
     write_json(project / "e.websocket", {"endpoint": "e", "handler": "e"})
     write_text(project / "e.py", "def on_open(client, extra):\n    pass\n")
     assert problems_of(project) == [
-        "on_open(client, extra) takes 2 arguments; it is called as on_open(client)"
+        f"{project / 'e.py'}: on_open(client, extra) takes 2 arguments; "
+        "it is called as on_open(client)"
     ]
 
 

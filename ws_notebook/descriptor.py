@@ -7,6 +7,7 @@ file sees all that is wrong in one go.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import getpass
@@ -43,6 +44,9 @@ _TIMESTAMP = re.compile(
     r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?)?",
     re.ASCII,  # \d is 0-9 only: "٢٠٢٢" is not a year here
 )
+
+# A JSON escape can spell half of a UTF-16 pair ("\ud800") alone: not text, it cannot be printed.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DescriptorError(ValueError):
@@ -175,6 +179,31 @@ def _json_type(value: object) -> str:
     return "null" if value is None else "number"
 
 
+def _surrogates(data: object) -> list[str]:
+    """``property: ...`` for each property whose value holds an unpaired surrogate."""
+    if not isinstance(data, dict):
+        return []
+    return [
+        f"{printable(name)}: contains an unpaired surrogate "
+        f"(\\u{ord(found.group()):04x}), not valid Unicode text"
+        for name, value in data.items()
+        if isinstance(value, str) and (found := _SURROGATE.search(value))
+    ]
+
+
+class _Object(dict):
+    """A JSON object that remembers the names it was given more than once (``json`` keeps the last)."""
+
+    repeated: dict[str, int]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    found = _Object(pairs)
+    counts = collections.Counter(name for name, _ in pairs) if len(found) < len(pairs) else {}
+    found.repeated = {name: count for name, count in counts.items() if count > 1}
+    return found
+
+
 def check_endpoint_name(name: object) -> str:
     """Return ``name`` if clients can use it in a URL, else raise DescriptorError naming it.
 
@@ -238,8 +267,9 @@ class Descriptor:
     def from_json(cls, data: Any, source: str | None = None) -> Descriptor:
         """Validate parsed JSON against the schema; raise DescriptorError listing every problem."""
         errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.path])
+        lines = [line for error in errors for line in _describe(error)] + _surrogates(data)
         # dict.fromkeys: one line per problem, though jsonschema may report it more than once.
-        problems = list(dict.fromkeys(line for error in errors for line in _describe(error)))
+        problems = list(dict.fromkeys(lines))
         if problems:
             raise DescriptorError(problems, source)
         return cls(
@@ -279,7 +309,7 @@ def read_descriptor(path: str | Path) -> Descriptor:
     except UnicodeDecodeError as error:
         raise DescriptorError([f"not UTF-8 text ({error.reason})"], str(path)) from error
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as error:
         problem = f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         raise DescriptorError([problem], str(path)) from error
@@ -290,7 +320,17 @@ def read_descriptor(path: str | Path) -> Descriptor:
             else "invalid JSON: nested too deeply"
         )
         raise DescriptorError([problem], str(path)) from error
-    return Descriptor.from_json(data, source=str(path))
+    repeated = [
+        f"{printable(name)}: defined {'twice' if count == 2 else f'{count} times'}"
+        for name, count in getattr(data, "repeated", {}).items()
+    ]
+    try:
+        descriptor = Descriptor.from_json(data, source=str(path))
+    except DescriptorError as error:
+        raise DescriptorError(repeated + error.problems, str(path)) from error
+    if repeated:
+        raise DescriptorError(repeated, str(path))
+    return descriptor
 
 
 def _user_name() -> str:

@@ -5,20 +5,26 @@ names (``on_open(client)``, ``on_message(message, client)``, ``on_error(error, c
 ``on_close(client)``) and the codbex names (``onOpen``, ``onMessage``, ...) are accepted. A handler
 may take fewer arguments than offered (codbex's ``onMessage(message)`` ports unchanged) and may
 be ``async def``.
+
+A handler module loaded from a file imports the modules beside it from a namespace of its own
+(:mod:`ws_notebook.imports`); ``from_file(path, run=False)`` checks one without running it.
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import dataclasses
 import difflib
 import inspect
 import linecache
-import sys
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from .imports import LocalImports
 
 __all__ = ["HandlerError", "Handlers", "EVENT_NAMES"]
 
@@ -36,30 +42,38 @@ class HandlerError(ValueError):
     """Handler code that cannot be used: missing file, syntax error, wrong signature."""
 
 
+def _arguments_taken(name: str, signature: inspect.Signature, offered: tuple[str, ...]) -> int:
+    """How many of the ``offered`` arguments a handler takes; HandlerError if it cannot be called."""
+    parameters = list(signature.parameters.values())
+    keyword_only = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        raise HandlerError(
+            f"{name}{signature} needs keyword arguments {', '.join(keyword_only)}; "
+            f"it is called as {name}({', '.join(offered)})"
+        )
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return len(offered)
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) > len(offered):
+        raise HandlerError(
+            f"{name}{signature} takes {len(required)} arguments; "
+            f"it is called as {name}({', '.join(offered)})"
+        )
+    return min(len(positional), len(offered))
+
+
 def _adapt(name: str, function: Callable, offered: tuple[str, ...]) -> Callable:
     """Return ``function`` callable with all ``offered`` arguments, dropping those it does not take."""
     if not callable(function):
         raise HandlerError(f"{name} is {type(function).__name__}, not a function")
     try:
-        parameters = list(inspect.signature(function).parameters.values())
+        signature = inspect.signature(function)
     except (TypeError, ValueError):  # builtins without a signature: offer everything
         return function
-    keyword_only = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if keyword_only:
-        raise HandlerError(
-            f"{name}{inspect.signature(function)} needs keyword arguments {', '.join(keyword_only)}; "
-            f"it is called as {name}({', '.join(offered)})"
-        )
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(positional) == len(offered):
+    taken = _arguments_taken(name, signature, offered)
+    if taken == len(offered):
         return function
-    required = [p for p in positional if p.default is p.empty]
-    if len(required) > len(offered):
-        raise HandlerError(
-            f"{name}{inspect.signature(function)} takes {len(required)} arguments; "
-            f"it is called as {name}({', '.join(offered)})"
-        )
-    taken = min(len(positional), len(offered))
     if inspect.iscoroutinefunction(function):
 
         async def adapted_async(*args: Any) -> Any:
@@ -73,6 +87,27 @@ def _adapt(name: str, function: Callable, offered: tuple[str, ...]) -> Callable:
     return adapted
 
 
+def _near_misses(names: Iterable[str]) -> tuple[str, ...]:
+    """Warnings for names that look like a handler's but are not one, such as ``on_mesage``."""
+    return tuple(
+        f"{name!r} looks like a handler name; did you mean {near[0]!r}?"
+        for name in names
+        if name not in _ALL_NAMES
+        and (near := difflib.get_close_matches(name, _ALL_NAMES, n=1, cutoff=0.8))
+    )
+
+
+def _compile(source: str | ast.Module, filename: str, flags: int = 0) -> Any:
+    """``compile``, with a syntax error turned into a HandlerError saying ``file:line: what``."""
+    try:
+        return compile(source, filename, "exec", flags)
+    except (SyntaxError, ValueError) as error:  # ValueError: a NUL byte in the source
+        name = getattr(error, "filename", None) or filename
+        lineno = getattr(error, "lineno", None)
+        where = f"{name}:{lineno}" if lineno else name
+        raise HandlerError(f"{where}: {getattr(error, 'msg', None) or error}") from error
+
+
 @dataclasses.dataclass(frozen=True)
 class Handlers:
     """The functions that serve one endpoint; each takes the full argument list."""
@@ -83,6 +118,13 @@ class Handlers:
     on_close: Callable[..., Any] | None = None
     source: str | None = None  # the module source, so the endpoint can be exported
     warnings: tuple[str, ...] = ()  # near-miss names such as "on_mesage"
+    # Modules the handler module imported from its folder while it loaded (helpers, package
+    # __init__ files), so that a watcher reloads it when one of them changes.
+    local_files: tuple[Path, ...] = ()
+    # Set when the module was only read, not run (from_file(path, run=False)): the events it
+    # defines. The functions above are then all None, so nothing of it can be called.
+    static_events: tuple[str, ...] | None = None
+    imports: LocalImports | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any], source: str | None = None) -> Handlers:
@@ -94,13 +136,7 @@ class Handlers:
             name = python if python in namespace else codbex
             if name in namespace:
                 found[f"on_{event}"] = _adapt(name, namespace[name], offered)
-        warnings = tuple(
-            f"{name!r} looks like a handler name; did you mean {near[0]!r}?"
-            for name, value in namespace.items()
-            if callable(value)
-            and name not in _ALL_NAMES
-            and (near := difflib.get_close_matches(name, _ALL_NAMES, n=1, cutoff=0.8))
-        )
+        warnings = _near_misses(name for name, value in namespace.items() if callable(value))
         return cls(**found, source=source, warnings=warnings)
 
     @classmethod
@@ -129,24 +165,55 @@ class Handlers:
         missing names are looked up there, live: handlers see notebook state, and two endpoints
         can each define ``on_message`` or a helper of the same name without clashing.
         """
-        try:
-            code = compile(source, filename, "exec")
-        except (SyntaxError, ValueError) as error:  # ValueError: a NUL byte in the source
-            name = getattr(error, "filename", None) or filename
-            lineno = getattr(error, "lineno", None)
-            where = f"{name}:{lineno}" if lineno else name
-            raise HandlerError(f"{where}: {getattr(error, 'msg', None) or error}") from error
-        # Make tracebacks show the handler's lines, as IPython does for cells.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict[str, Any] = (
             _NotebookScope(fallback) if fallback is not None else {"__name__": Path(filename).stem}
         )
-        exec(code, namespace)
+        _execute(_compile(source, filename), source, filename, namespace)
         return cls.from_namespace(namespace, source)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Handlers:
-        """Load a Python handler module from a file."""
+    def from_syntax(cls, source: str, filename: str) -> Handlers:
+        """Check handler code without running it: for ``ws-notebook validate``.
+
+        Syntax errors, the handlers a module defines at module level (``def``, ``async def``, an
+        assignment, an import), their signatures (for ``def`` and ``lambda``), near-miss names
+        and a handler defined under both names are found as when the module runs; what running
+        it would raise is not. The result has no functions: ``static_events`` lists the events.
+        """
+        tree = _compile(source, filename, ast.PyCF_ONLY_AST)
+        _compile(tree, filename)  # what only the compiler finds, such as 'return' outside a def
+        bound = dict(_bindings(tree.body))  # the last binding of a name wins, as when it runs
+        events = []
+        for event, (python, codbex, offered) in EVENT_NAMES.items():
+            if python in bound and codbex in bound:
+                raise HandlerError(
+                    f"{filename}: both {python} and {codbex} are defined; keep one of them"
+                )
+            name = python if python in bound else codbex
+            node = bound.get(name)
+            if node is None:
+                continue
+            if isinstance(node, ast.Lambda) or (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and not node.decorator_list
+            ):
+                try:
+                    _arguments_taken(name, _signature(node.args), offered)
+                except HandlerError as error:
+                    raise HandlerError(f"{filename}: {error}") from None
+            events.append(event)
+        functions = [name for name, node in bound.items() if isinstance(node, _CALLABLE_NODES)]
+        return cls(source=source, warnings=_near_misses(functions), static_events=tuple(events))
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, run: bool = True) -> Handlers:
+        """Load a Python handler module from a file, or with ``run=False`` only check it.
+
+        The module imports the modules beside it from a namespace of its own (see
+        :mod:`ws_notebook.imports`). Whatever its code raises is its load error, naming the file
+        and line, ``KeyboardInterrupt`` and ``SystemExit`` included: loading a module must not
+        stop the server or the watcher.
+        """
         path = Path(path)
         if path.suffix == ".js":
             raise HandlerError(
@@ -159,27 +226,111 @@ class Handlers:
             raise HandlerError(f"{path}: cannot read handler: {error.strerror or error}") from error
         except UnicodeDecodeError as error:
             raise HandlerError(f"{path}: handler is not UTF-8 text ({error.reason})") from error
-        # Its folder is importable while it runs, so a handler can import modules beside it.
-        sys.path.insert(0, str(path.parent))
+        if not run:
+            return cls.from_syntax(source, str(path))
+        code = _compile(source, str(path))
+        imports = LocalImports(path.absolute().parent)
+        namespace = imports.module_globals(path)
         try:
-            return cls.from_source(source, str(path))
-        except HandlerError:
-            raise
-        except (Exception, SystemExit) as error:  # the module raised while it ran: say where
+            _execute(code, source, str(path), namespace)
+            handlers = cls.from_namespace(namespace, source)
+        except HandlerError as error:  # a handler that cannot be called as it will be
+            imports.release()
+            raise HandlerError(f"{path}: {error}") from error
+        except BaseException as error:
+            imports.release()
+            # Cancellation and generator exits belong to the caller, not to the module.
+            if isinstance(error, (GeneratorExit, asyncio.CancelledError)):
+                raise
             lines = [
                 f.lineno
                 for f in traceback.extract_tb(error.__traceback__)
                 if f.filename == str(path)
             ]
             where = f"{path}:{lines[-1]}" if lines else str(path)
-            raise HandlerError(f"{where}: {type(error).__name__}: {error}") from error
-        finally:
-            sys.path.remove(str(path.parent))
+            what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise HandlerError(f"{where}: {what}") from error
+        return dataclasses.replace(handlers, local_files=imports.local_files, imports=imports)
+
+    def release(self) -> None:
+        """Forget the modules the handler imported from its folder, once it has been replaced."""
+        if self.imports is not None:
+            self.imports.release()
 
     @property
     def defined(self) -> list[str]:
         """Names of the events this set reacts to."""
+        if self.static_events is not None:
+            return list(self.static_events)
         return [event for event in EVENT_NAMES if getattr(self, f"on_{event}") is not None]
+
+
+_CALLABLE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ImportFrom)
+_BLOCKS = (ast.If, ast.With, ast.AsyncWith, ast.Try, getattr(ast, "TryStar", ast.Try))
+
+
+def _bindings(body: list[ast.stmt]) -> Iterator[tuple[str, ast.AST]]:
+    """The names module-level code binds, each with what binds it, in order.
+
+    Statements inside ``if``, ``try`` and ``with`` blocks run at module level too.
+    """
+    for statement in body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield statement.name, statement
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            if statement.value is None:  # ``name: type`` alone binds nothing
+                continue
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                for node in ast.walk(target):
+                    if isinstance(node, ast.Name):
+                        yield node.id, statement.value
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            for alias in statement.names:
+                if alias.name != "*":
+                    yield (alias.asname or alias.name).partition(".")[0], statement
+        elif isinstance(statement, _BLOCKS):
+            blocks = [statement.body, getattr(statement, "orelse", [])]
+            blocks += [getattr(statement, "finalbody", [])]
+            blocks += [handler.body for handler in getattr(statement, "handlers", [])]
+            for block in blocks:
+                yield from _bindings(block)
+
+
+def _execute(code: types.CodeType, source: str, filename: str, namespace: dict[str, Any]) -> None:
+    # Make tracebacks show the handler's lines, as IPython does for cells.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(code, namespace)
+
+
+class _Shown(str):
+    """A default value as the source spells it, for a signature read from the syntax tree."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _signature(arguments: ast.arguments) -> inspect.Signature:
+    """The signature a ``def`` or ``lambda`` will have, from its syntax tree."""
+    P = inspect.Parameter
+    positional = [*arguments.posonlyargs, *arguments.args]
+    defaults = [P.empty] * (len(positional) - len(arguments.defaults)) + arguments.defaults
+    parameters = [
+        P(
+            arg.arg,
+            P.POSITIONAL_ONLY if index < len(arguments.posonlyargs) else P.POSITIONAL_OR_KEYWORD,
+            default=P.empty if default is P.empty else _Shown(ast.unparse(default)),
+        )
+        for index, (arg, default) in enumerate(zip(positional, defaults, strict=True))
+    ]
+    if arguments.vararg:
+        parameters.append(P(arguments.vararg.arg, P.VAR_POSITIONAL))
+    for arg, default in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True):
+        shown = P.empty if default is None else _Shown(ast.unparse(default))
+        parameters.append(P(arg.arg, P.KEYWORD_ONLY, default=shown))
+    if arguments.kwarg:
+        parameters.append(P(arguments.kwarg.arg, P.VAR_KEYWORD))
+    return inspect.Signature(parameters)
 
 
 class _NotebookScope(dict):

@@ -1,8 +1,10 @@
 """codbex projects on disk: ``*.websocket`` descriptors with Python handler modules.
 
 Loading checks every descriptor and handler of a folder before anything is mounted, so a
-project with three broken files reports all three at once. Exporting writes an endpoint back in
-the same layout, atomically, so that loading the folder again mounts the same endpoint.
+project with three broken files reports all three at once. Handlers are only loaded from inside
+the project: loading runs a module's code, and a descriptor must not name one elsewhere on the
+machine. Exporting writes an endpoint back in the same layout, atomically, so that loading the
+folder again mounts the same endpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "find_descriptors",
     "load_endpoint",
     "load_project",
+    "locate_endpoint",
 ]
 
 SUFFIX = ".websocket"
@@ -59,23 +62,45 @@ def find_descriptors(path: str | Path) -> list[Path]:
     )
 
 
-def _workspace_roots(descriptor: Descriptor, path: Path, root: Path | None) -> list[Path]:
+def _location_parts(descriptor: Descriptor, absolute: Path) -> tuple[str, ...]:
+    """The parts of ``location`` (``my-project/websockets/x.websocket``) if the real path of the
+    file ends with them, else none: a ``location`` copied from elsewhere says nothing."""
+    location = PurePosixPath(descriptor.location.lstrip("/"))
+    parts = location.parts if descriptor.location else ()
+    return parts if parts and absolute.parts[-len(parts) :] == parts else ()
+
+
+def _project_folder(descriptor: Descriptor, path: Path, root: Path | None) -> Path:
+    """The folder (a real path) that the handler of the descriptor at ``path`` must be inside.
+
+    ``root``, the folder that was loaded; for a single file (no ``root``), the project folder
+    its ``location`` names when that matches where the file is (``/my-project/websockets/
+    x.websocket`` at ``/home/u/ws/my-project/websockets/x.websocket``: ``/home/u/ws/my-project``),
+    else the file's own folder.
+    """
+    if root is not None:
+        return root.resolve()
+    absolute = path.resolve()
+    parts = _location_parts(descriptor, absolute)
+    return absolute.parents[len(parts) - 2] if len(parts) >= 2 else absolute.parent
+
+
+def _workspace_roots(descriptor: Descriptor, path: Path, project: Path) -> list[Path]:
     """Folders a project-relative ``handler`` path may start from, most specific first.
 
     ``location`` (e.g. ``/my-project/websockets/myws.websocket``) says where the file sits in
-    the workspace, so the part of the real path before it is the workspace root. Failing that,
-    each folder from the descriptor's own up to the loaded folder's parent is tried (every
-    ancestor, when a single file was loaded).
+    the workspace, so the part of the real path before it is the workspace root. Then each
+    folder from the descriptor's own up to the project folder's parent: codbex handler paths
+    start with the project's name (``my-project/ws-handler`` for the folder ``my-project``).
     """
     roots: list[Path] = []
-    location = PurePosixPath(descriptor.location.lstrip("/")) if descriptor.location else None
     absolute = path.resolve()
-    if location and location.parts and absolute.parts[-len(location.parts) :] == location.parts:
-        roots.append(absolute.parents[len(location.parts) - 1])
-    top = root.resolve().parent if root is not None else None
+    parts = _location_parts(descriptor, absolute)
+    if parts:
+        roots.append(absolute.parents[len(parts) - 1])
     for folder in absolute.parents:
         roots.append(folder)
-        if folder == top:
+        if folder == project.parent:
             break
     return list(dict.fromkeys(roots))
 
@@ -88,7 +113,11 @@ def _is_file(path: Path) -> bool:
 
 
 def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Path:
-    """Find the handler module a descriptor names; ``.py`` is assumed when it has no extension."""
+    """Find the handler module a descriptor names, inside its project folder.
+
+    ``.py`` is assumed when it has no extension. A module found only outside the project, or
+    inside it but through a link that leads out, is refused.
+    """
     relative = PurePosixPath(descriptor.handler.lstrip("/"))
     if not relative.name or relative.name in (".", ".."):
         raise HandlerError(f"{path}: handler: {descriptor.handler!r} does not name a module")
@@ -100,24 +129,48 @@ def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Pa
     names = [relative] if relative.suffix in (".py", ".js") else [relative.with_suffix(".py")]
     if relative.suffix == ".js":  # a ported project: prefer the Python module beside the .js
         names.insert(0, relative.with_suffix(".py"))
-    roots = _workspace_roots(descriptor, path, root)
+    project = _project_folder(descriptor, path, root)
+    roots = _workspace_roots(descriptor, path, project)
+    outside: Path | None = None
     for name in names:
         for folder in roots:
             candidate = folder.joinpath(*name.parts)
-            if _is_file(candidate):
-                return candidate
+            if not _is_file(candidate):
+                continue
+            if not candidate.is_relative_to(project):
+                outside = outside or candidate
+                continue
+            real = candidate.resolve()
+            if not real.is_relative_to(project):
+                raise HandlerError(
+                    f"{path}: handler: {descriptor.handler!r} leaves the project: "
+                    f"{printable(str(candidate))} links to {printable(str(real))}, outside "
+                    f"the project folder {printable(str(project))}"
+                )
+            return candidate
+    if outside is not None:
+        raise HandlerError(
+            f"{path}: handler: {descriptor.handler!r} is outside the project folder "
+            f"{printable(str(project))} (found {printable(str(outside))}); handlers are only "
+            "loaded from inside it"
+        )
     if relative.suffix == ".js":
         raise HandlerError(
             f"{path}: handler: {descriptor.handler!r} is JavaScript, which is not supported yet; "
             f"write {relative.with_suffix('.py').name} beside it (onOpen, onMessage, onError, "
             "onClose keep their names)"
         )
-    tried = ", ".join(printable(str(folder.joinpath(*names[-1].parts))) for folder in roots)
-    raise HandlerError(f"{path}: handler: {descriptor.handler!r} not found (looked for {tried})")
+    tried = [folder.joinpath(*names[-1].parts) for folder in roots]
+    shown = ", ".join(printable(str(p)) for p in tried if p.is_relative_to(project))
+    raise HandlerError(f"{path}: handler: {descriptor.handler!r} not found (looked for {shown})")
 
 
-def load_project(path: str | Path) -> list[LoadedEndpoint]:
-    """Read, validate and load every descriptor under ``path``; raise ProjectError listing all problems."""
+def load_project(path: str | Path, *, run_handlers: bool = True) -> list[LoadedEndpoint]:
+    """Read, validate and load every descriptor under ``path``; raise ProjectError listing all problems.
+
+    ``run_handlers=False`` checks the handler modules without running them
+    (``Handlers.from_file(path, run=False)``): nothing of the project executes.
+    """
     root = Path(path)
     files = find_descriptors(root)
     if not files:
@@ -140,18 +193,20 @@ def load_project(path: str | Path) -> list[LoadedEndpoint]:
         seen[descriptor.endpoint] = file
         try:
             handler_path = resolve_handler(descriptor, file, folder)
-            handlers = Handlers.from_file(handler_path)
+            handlers = Handlers.from_file(handler_path, run=run_handlers)
         except HandlerError as error:
             problems.append(str(error))
             continue
         loaded.append(LoadedEndpoint(descriptor, handlers, file, handler_path))
     if problems:
+        for item in loaded:
+            item.handlers.release()
         raise ProjectError(problems)
     return loaded
 
 
-def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEndpoint:
-    """Read, validate and load one ``.websocket`` file and its handler, as ``load_project`` does.
+def locate_endpoint(path: str | Path, root: str | Path | None = None) -> tuple[Descriptor, Path]:
+    """Read and validate one ``.websocket`` file and find its handler module, without loading it.
 
     ``root`` is the project folder the file was found in (handler paths are resolved as when
     that folder is loaded); raise ProjectError listing the file's problems.
@@ -162,11 +217,23 @@ def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEnd
     except DescriptorError as error:
         raise ProjectError(str(error).splitlines()) from error
     try:
-        handler_path = resolve_handler(descriptor, file, Path(root) if root is not None else None)
+        return descriptor, resolve_handler(descriptor, file, None if root is None else Path(root))
+    except HandlerError as error:
+        raise ProjectError([str(error)]) from error
+
+
+def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEndpoint:
+    """Read, validate and load one ``.websocket`` file and its handler, as ``load_project`` does.
+
+    ``root`` is the project folder the file was found in (see ``locate_endpoint``); raise
+    ProjectError listing the file's problems.
+    """
+    descriptor, handler_path = locate_endpoint(path, root)
+    try:
         handlers = Handlers.from_file(handler_path)
     except HandlerError as error:
         raise ProjectError([str(error)]) from error
-    return LoadedEndpoint(descriptor, handlers, file, handler_path)
+    return LoadedEndpoint(descriptor, handlers, Path(path), handler_path)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -11,6 +11,12 @@ descriptors whose files changed and applies the difference to the registry:
 - a change that breaks a descriptor or its handler leaves the last good version serving, and the
   problems (file and property, as ``load_project`` words them) are reported, once each.
 
+A handler counts as changed when its module or a module it imported from its folder (a helper)
+changed. Changed handler modules are run in a thread of their own, so a slow or endless module
+never holds up the serving loop; one that has not finished within ``load_timeout`` seconds is
+reported and the last good version keeps serving. (Python cannot stop a thread: such a module's
+code runs on in the background, in a daemon thread that does not hold up the exit.)
+
 Reports go to the ``ws_notebook`` logger and, as :class:`WatchEvent` objects, to an optional
 callback. Nothing here needs IPython.
 """
@@ -20,18 +26,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import DefaultFilter, awatch
 
+from .handlers import HandlerError, Handlers
 from .project import (
     LoadedEndpoint,
     ProjectError,
     find_descriptors,
     load_endpoint,
     load_project,
+    locate_endpoint,
 )
 from .registry import Registry
 
@@ -60,8 +69,12 @@ class WatchEvent:
     warnings: tuple[str, ...] = ()
 
 
-# What a served file looked like when it was loaded: descriptor bytes, handler path and bytes.
-_Stamp = tuple[bytes | None, Path, bytes | None]
+# What a served file looked like when it was loaded: descriptor bytes, handler path and bytes,
+# and the path and bytes of each module the handler imported from its folder.
+_Stamp = tuple[bytes | None, Path, bytes | None, tuple[tuple[Path, bytes | None], ...]]
+
+# What loading a descriptor gave: the endpoint, or its problems (one line each).
+_Outcome = LoadedEndpoint | list[str]
 
 
 def _read(path: Path) -> bytes | None:
@@ -71,12 +84,19 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _stamp(file: Path, handler_path: Path, local_files: Sequence[Path] = ()) -> _Stamp:
+    modules = tuple((path, _read(path)) for path in local_files)
+    return (_read(file), handler_path, _read(handler_path), modules)
+
+
 class ProjectWatcher:
     """Keeps ``registry`` in step with the ``.websocket`` files under ``path``.
 
     ``load()`` mounts the project as it is (all or nothing, as ``load_project``), ``start()``
     watches it for changes from a task on the running loop, ``stop()`` cancels that task (the
-    endpoints stay mounted). ``rescan()`` applies the differences once, now, without watching.
+    endpoints stay mounted). ``arescan()`` applies the differences once, now, without watching;
+    ``rescan()`` does the same from synchronous code, running module code on the calling thread.
+    ``load_timeout`` is how many seconds a changed handler module may take to load.
     """
 
     def __init__(
@@ -87,17 +107,21 @@ class ProjectWatcher:
         on_event: Callable[[WatchEvent], None] | None = None,
         debounce_ms: int = 1600,
         step_ms: int = 50,
+        load_timeout: float = 10.0,
     ) -> None:
         self.registry = registry
         self.root = Path(path)
         self.on_event = on_event
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
+        self.load_timeout = load_timeout
         # The folder handler paths are resolved from, as load_project(path) does it.
         self._folder: Path | None = self.root if self.root.is_dir() else None
         self._served: dict[Path, LoadedEndpoint] = {}  # descriptor file -> what it mounted
         self._stamps: dict[Path, _Stamp] = {}
         self._reported: dict[Path, tuple[str, ...]] = {}  # problems already reported, per file
+        # Loads that timed out and still run: what the files were then, and the thread.
+        self._stuck: dict[Path, tuple[_Stamp, threading.Thread]] = {}
         self._task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
@@ -136,20 +160,58 @@ class ProjectWatcher:
         for item in loaded:
             self.registry.mount(item.descriptor, item.handlers)
             self._served[item.path] = item
-            self._stamps[item.path] = self._stamp(item.path, item.handler_path)
+            self._stamps[item.path] = _stamp(
+                item.path, item.handler_path, item.handlers.local_files
+            )
         return loaded
 
     def rescan(self) -> list[WatchEvent]:
-        """Compare the files with what is served, and mount, reload or unmount accordingly."""
-        events: list[WatchEvent] = []
+        """Compare the files with what is served, and mount, reload or unmount accordingly.
+
+        Changed handler modules run on the calling thread, without a time limit: the watching
+        task uses ``arescan``, which keeps them off the loop.
+        """
         files = self._descriptor_files()
+        return self._apply(files, {file: self._load_here(file) for file in self._changed(files)})
+
+    async def arescan(self) -> list[WatchEvent]:
+        """``rescan``, with each changed handler module loaded in a thread of its own.
+
+        The loop keeps serving meanwhile; a module that takes longer than ``load_timeout`` is
+        reported, and the last good version keeps serving.
+        """
+        files = self._descriptor_files()
+        changed = self._changed(files)
+        outcomes = await asyncio.gather(*(self._load_off_loop(file) for file in changed))
+        return self._apply(files, dict(zip(changed, outcomes, strict=True)))
+
+    def _changed(self, files: list[Path]) -> list[Path]:
+        """The files not served, or served from a version that has changed since."""
+        return [
+            file
+            for file in files
+            if (current := self._served.get(file)) is None
+            or _stamp(file, current.handler_path, current.handlers.local_files)
+            != self._stamps[file]
+        ]
+
+    def _apply(self, files: list[Path], outcomes: dict[Path, _Outcome | None]) -> list[WatchEvent]:
+        """Unmount what was removed, then mount what loaded and report what did not.
+
+        ``outcomes`` has the changed files (None: not loaded, as its last load still runs); the
+        other files are served and unchanged.
+        """
+        events: list[WatchEvent] = []
         present = set(files)
         for file in [f for f in self._served if f not in present]:
             events.append(self._remove(file, f"{file.name} was removed"))
         for file in [f for f in self._reported if f not in present]:
             del self._reported[file]
         for file in files:
-            events.extend(self._refresh(file))
+            if file not in outcomes:
+                events.extend(self._recovered(file, self._served[file]))
+            elif (outcome := outcomes[file]) is not None:
+                events.extend(self._settle(file, outcome))
         for event in events:
             self._emit(event)
         return events
@@ -160,22 +222,82 @@ class ProjectWatcher:
         except ProjectError:  # the folder (or the single file) is gone
             return []
 
-    def _stamp(self, file: Path, handler_path: Path) -> _Stamp:
-        return (_read(file), handler_path, _read(handler_path))
-
-    def _refresh(self, file: Path) -> list[WatchEvent]:
-        current = self._served.get(file)
-        if current is not None and self._stamp(file, current.handler_path) == self._stamps[file]:
-            return self._recovered(file, current)
+    def _load_here(self, file: Path) -> _Outcome:
         try:
-            loaded = load_endpoint(file, self._folder)
+            return load_endpoint(file, self._folder)
         except ProjectError as error:
-            return self._failed(file, current, error.problems)
+            return error.problems
         except Exception as error:  # an unexpected failure must not end the watching
-            return self._failed(file, current, [f"{file}: {type(error).__name__}: {error}"])
+            return [f"{file}: {type(error).__name__}: {error}"]
+
+    async def _load_off_loop(self, file: Path) -> _Outcome | None:
+        """Load ``file``, its handler module in a thread; None if its last load still runs.
+
+        The descriptor is read here (no user code runs for it). The module gets a daemon
+        thread of its own: a module that never finishes keeps only its thread, which does not
+        hold up the process's exit, and later loads are not queued behind it. Whatever a load
+        that timed out gives in the end is dropped.
+        """
+        try:
+            descriptor, handler_path = locate_endpoint(file, self._folder)
+        except ProjectError as error:
+            return error.problems
+        current = self._served.get(file)
+        before = _stamp(file, handler_path, current.handlers.local_files if current else ())
+        stuck = self._stuck.pop(file, None)
+        if stuck is not None and stuck[1].is_alive() and stuck[0] == before:
+            self._stuck[file] = stuck
+            return None  # it would run the same code again: already reported
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Handlers] = loop.create_future()
+
+        def settle(result: Handlers | Exception) -> None:
+            if done.done():  # it timed out, or the watcher stopped: nobody wants it any more
+                if isinstance(result, Handlers):
+                    result.release()
+            elif isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        def run() -> None:
+            try:
+                result: Handlers | Exception = Handlers.from_file(handler_path)
+            except Exception as error:  # reported on the loop (from_file words module errors)
+                result = error
+            try:
+                loop.call_soon_threadsafe(settle, result)
+            except RuntimeError:  # the loop is closed
+                if isinstance(result, Handlers):
+                    result.release()
+
+        thread = threading.Thread(target=run, name=f"ws_notebook load {file.name}", daemon=True)
+        thread.start()
+        try:
+            handlers = await asyncio.wait_for(done, self.load_timeout)
+        except asyncio.TimeoutError:
+            self._stuck[file] = (before, thread)
+            return [
+                f"{handler_path}: did not finish loading in {self.load_timeout:g} s; its code "
+                "keeps running in a background thread, which Python cannot stop (the server "
+                "goes on serving); it is loaded again when the file changes"
+            ]
+        except HandlerError as error:
+            return [str(error)]
+        except Exception as error:
+            return [f"{file}: {type(error).__name__}: {error}"]
+        return LoadedEndpoint(descriptor, handlers, file, handler_path)
+
+    def _settle(self, file: Path, outcome: _Outcome) -> list[WatchEvent]:
+        """Mount a new load of ``file`` in place of what it served, or report why not."""
+        current = self._served.get(file)
+        if isinstance(outcome, list):
+            return self._failed(file, current, outcome)
+        loaded = outcome
         name = loaded.descriptor.endpoint
         for other, item in self._served.items():
             if other != file and item.descriptor.endpoint == name:
+                loaded.handlers.release()
                 problem = f"{file}: endpoint: {name!r} is already defined by {other}"
                 return self._failed(file, current, [problem])
         events = []
@@ -185,11 +307,15 @@ class ProjectWatcher:
         try:
             mounted = self.registry.mount(loaded.descriptor, loaded.handlers)
         except Exception as error:
+            loaded.handlers.release()
             return events + self._failed(
                 file, current, [f"{file}: {type(error).__name__}: {error}"]
             )
+        if current is not None:
+            current.handlers.release()  # replaced: its helper modules can go
         self._served[file] = loaded
-        self._stamps[file] = self._stamp(file, loaded.handler_path)
+        self._stamps[file] = _stamp(file, loaded.handler_path, loaded.handlers.local_files)
+        self._stuck.pop(file, None)
         note = "fixed; " if self._reported.pop(file, None) is not None else ""
         handlers = ", ".join(loaded.handlers.defined) or "none"
         if mounted.replaced is None:
@@ -226,8 +352,10 @@ class ProjectWatcher:
 
     def _remove(self, file: Path, why: str) -> WatchEvent:
         item = self._served.pop(file)
+        item.handlers.release()
         self._stamps.pop(file, None)
         self._reported.pop(file, None)
+        self._stuck.pop(file, None)
         name = item.descriptor.endpoint
         endpoint = self.registry.find(name)
         if endpoint is None:
@@ -303,16 +431,16 @@ class ProjectWatcher:
         first = asyncio.ensure_future(changes.__anext__())
         try:
             await asyncio.sleep(0)
-            self.rescan()
+            await self.arescan()
             self._ready.set()
             logger.debug("watching %s for changes", watched)
             try:
                 await first
             except StopAsyncIteration:
                 return
-            self.rescan()
+            await self.arescan()
             async for _ in changes:
-                self.rescan()
+                await self.arescan()
         except asyncio.CancelledError:
             raise
         except Exception:

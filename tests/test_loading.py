@@ -1,0 +1,517 @@
+"""Loading handler modules: what their code may do, what they import, where they may come from.
+
+- Module code that raises ``KeyboardInterrupt`` or ``SystemExit`` is that module's load error; it
+  stops neither ``load_project``, nor a watcher, nor ``ws-notebook serve``.
+- Each handler imports the modules beside it from a namespace of its own: same-named helpers of
+  two folders stay apart, imports at message time find the handler's own folder, an edited
+  helper is loaded afresh and reloads the endpoints that use it.
+- A watcher loads changed modules off the serving loop, with a time limit.
+- Handlers are only found inside the project folder; ``run_handlers=False`` checks a project
+  without running any of its code.
+
+Real files in ``tmp_path``, real servers on 127.0.0.1, real ``websockets`` clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from ws_notebook import Registry, Server
+from ws_notebook.handlers import HandlerError, Handlers
+from ws_notebook.project import ProjectError, load_project
+from ws_notebook.watch import ProjectWatcher, WatchEvent
+
+from .test_cli import Served
+
+pytestmark = pytest.mark.timeout(120)
+
+WAIT = 15.0  # seconds: the longest any single expected thing may take
+NAMESPACES = "_ws_notebook_handlers."
+
+ECHO = "def on_message(message, client):\n    client.send(message)\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, "utf-8")
+    return path
+
+
+def write_endpoint(folder: Path, name: str, source: str, **properties: str) -> Path:
+    """``folder/NAME.websocket`` naming ``NAME.py``, and that handler module."""
+    write(folder / f"{name}.py", source)
+    return write(
+        folder / f"{name}.websocket",
+        json.dumps({"endpoint": name, "handler": f"{name}.py", **properties}),
+    )
+
+
+def problems_of(path: Path, **options: Any) -> list[str]:
+    with pytest.raises(ProjectError) as caught:
+        load_project(path, **options)
+    return caught.value.problems
+
+
+def without_interrupt(call: Callable[[], Any]) -> Any:
+    """``call()``; a KeyboardInterrupt escaping it fails the test instead of ending the session."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped from loading a handler module")
+
+
+def namespaces() -> set[str]:
+    """The handler import namespaces in ``sys.modules`` (packages, not their modules)."""
+    return {name for name in sys.modules if name.startswith(NAMESPACES) and name.count(".") == 1}
+
+
+async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def round_trip(url: str, text: str) -> tuple[str, float]:
+    """One message to ``url`` and its reply, with the time it took."""
+    async with websockets.connect(url, open_timeout=WAIT) as ws:
+        started = time.monotonic()
+        await ws.send(text)
+        reply = await asyncio.wait_for(ws.recv(), WAIT)
+        return str(reply), time.monotonic() - started
+
+
+# --- A. module code that stops things is a load error ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+        ("import sys\nsys.exit()\n", "SystemExit"),
+        ("raise SystemExit(3)\n", "SystemExit: 3"),
+    ],
+)
+def test_module_stopping_the_process_is_its_load_error(
+    tmp_path: Path, source: str, error: str
+) -> None:
+    path = write(tmp_path / "h.py", "x = 1\n" + source)
+    with pytest.raises(HandlerError) as caught:
+        without_interrupt(lambda: Handlers.from_file(path))
+    line = source.count("\n") + 1
+    assert str(caught.value).startswith(f"{path}:{line}: {error}")
+    write_endpoint(tmp_path, "e", "x = 1\n" + source)
+    assert problems_of(tmp_path)[0].startswith(f"{tmp_path / 'e.py'}:{line}: {error}")
+
+
+def test_watcher_rescan_reports_an_interrupting_module_and_keeps_the_old_one(
+    tmp_path: Path,
+) -> None:
+    registry = Registry()
+    write_endpoint(tmp_path, "e", "def on_message(message, client):\n    return 'old'\n")
+    watcher = ProjectWatcher(registry, tmp_path)
+    watcher.load()
+    write(tmp_path / "e.py", "raise KeyboardInterrupt\n")
+    (event,) = without_interrupt(watcher.rescan)
+    assert event.kind == "error"
+    assert event.problems == (f"{tmp_path / 'e.py'}:1: KeyboardInterrupt",)
+    assert registry.get("e").handlers.on_message("m", None) == "old"
+
+
+async def test_serve_keeps_serving_when_an_edit_interrupts(tmp_path: Path) -> None:
+    write_endpoint(tmp_path, "echo", ECHO)
+    served = Served([sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", "0"])
+    try:
+        await served.started()
+        for source, shown in [
+            ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+            ("import sys\nsys.exit(4)\n", "SystemExit: 4"),
+        ]:
+            mark = served.mark()
+            write(tmp_path / "echo.py", source)
+            await served.wait_for(rf"echo\.py:\d+: {shown}", mark)
+            await served.wait_for(r"echo: .* is broken; the last good version keeps serving", mark)
+            assert (await round_trip(served.url("echo"), "still"))[0] == "still"
+        assert served.process.poll() is None
+    finally:
+        served.kill()
+
+
+def test_serve_refuses_a_project_whose_module_interrupts(tmp_path: Path) -> None:
+    write_endpoint(tmp_path, "echo", "raise KeyboardInterrupt\n")
+    served = Served([sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", "0"])
+    try:
+        assert served.process.wait(timeout=60) == 2
+    finally:
+        served.kill()
+    assert f"{tmp_path / 'echo.py'}:1: KeyboardInterrupt" in served.stderr
+    assert "nothing was started" in served.stderr
+
+
+# --- B. each handler imports from its own folder -----------------------------------------------
+
+
+def two_folders_with_a_helper(project: Path) -> None:
+    """``a/h.py`` and ``b/h.py``, each importing its own ``helper.py`` in every way."""
+    for folder in ("a", "b"):
+        write(project / folder / "helper.py", f"NAME = {folder!r}\n")
+        write(project / folder / "h.websocket", json.dumps({"endpoint": folder, "handler": "h"}))
+        write(
+            project / folder / "h.py",
+            "import helper\n"
+            "from helper import NAME\n"
+            "\n"
+            "def on_message(message, client):\n"
+            "    import helper as later\n"
+            "    from helper import NAME as later_name\n"
+            "    return (helper.NAME, NAME, later.NAME, later_name)\n",
+        )
+
+
+def test_same_named_helpers_of_two_folders_stay_apart(tmp_path: Path) -> None:
+    two_folders_with_a_helper(tmp_path)
+    path_before = list(sys.path)
+    a, b = load_project(tmp_path)
+    assert sys.path == path_before
+    assert a.handlers.on_message("m", None) == ("a", "a", "a", "a")
+    assert b.handlers.on_message("m", None) == ("b", "b", "b", "b")
+    assert "helper" not in sys.modules
+    assert a.handlers.local_files == (tmp_path / "a" / "helper.py",)
+    assert b.handlers.local_files == (tmp_path / "b" / "helper.py",)
+
+
+def test_packages_and_helpers_importing_each_other(tmp_path: Path) -> None:
+    write(tmp_path / "pkg" / "__init__.py", "from . import sub\n")
+    write(tmp_path / "pkg" / "sub.py", "import util\nVALUE = 'sub+' + util.VALUE\n")
+    write(tmp_path / "util.py", "import words\nVALUE = words.WORD\n")
+    write(tmp_path / "words.py", "WORD = 'util'\n")
+    write(tmp_path / "later.py", "VALUE = 'later'\n")
+    write_endpoint(
+        tmp_path,
+        "e",
+        "import pkg.sub\n"
+        "from pkg import sub\n"
+        "from . import util\n"
+        "import json\n"
+        "\n"
+        "def on_message(message, client):\n"
+        "    import later\n"
+        "    return json.dumps([pkg.sub.VALUE, sub.VALUE, util.VALUE, later.VALUE])\n",
+    )
+    (loaded,) = load_project(tmp_path)
+    assert json.loads(loaded.handlers.on_message("m", None)) == [
+        "sub+util",
+        "sub+util",
+        "util",
+        "later",
+    ]
+    assert set(loaded.handlers.local_files) == {
+        tmp_path / "pkg" / "__init__.py",
+        tmp_path / "pkg" / "sub.py",
+        tmp_path / "util.py",
+        tmp_path / "words.py",
+    }
+
+
+def test_a_websockets_folder_beside_a_handler_does_not_hide_the_library(tmp_path: Path) -> None:
+    # A codbex project keeps its descriptors in websockets/: a folder without __init__.py.
+    write(tmp_path / "websockets" / "e.websocket", json.dumps({"endpoint": "e", "handler": "h"}))
+    write(tmp_path / "websockets" / "h.py", ECHO)
+    write(tmp_path / "shared.websocket", json.dumps({"endpoint": "s", "handler": "s"}))
+    write(tmp_path / "s.py", "import websockets\n\nCONNECT = websockets.connect\n" + ECHO)
+    loaded = load_project(tmp_path)
+    assert sorted(item.descriptor.endpoint for item in loaded) == ["e", "s"]
+
+
+def test_an_edited_helper_is_loaded_afresh(tmp_path: Path) -> None:
+    write(tmp_path / "helper.py", "VALUE = 1\n")
+    write_endpoint(
+        tmp_path,
+        "e",
+        "import helper\n\ndef on_message(message, client):\n    return helper.VALUE\n",
+    )
+    (first,) = load_project(tmp_path)
+    write(tmp_path / "helper.py", "VALUE = 2\n")  # within the same second, same size
+    (second,) = load_project(tmp_path)
+    assert first.handlers.on_message("m", None) == 1
+    assert second.handlers.on_message("m", None) == 2
+    assert not (tmp_path / "__pycache__").exists()
+
+
+def test_watcher_reloads_the_endpoint_whose_helper_changed(tmp_path: Path) -> None:
+    registry = Registry()
+    write(tmp_path / "helper.py", "VALUE = 'one'\n")
+    uses = "import helper\n\ndef on_message(message, client):\n    return helper.VALUE\n"
+    write_endpoint(tmp_path, "uses", uses)
+    write_endpoint(tmp_path, "other", "def on_message(message, client):\n    return 'other'\n")
+    watcher = ProjectWatcher(registry, tmp_path)
+    watcher.load()
+    before = namespaces()
+    write(tmp_path / "helper.py", "VALUE = 'two'\n")
+    (event,) = watcher.rescan()
+    assert (event.kind, event.endpoint) == ("reloaded", "uses")
+    assert registry.get("uses").handlers.on_message("m", None) == "two"
+    assert watcher.rescan() == []
+    # The replaced handler's namespace left sys.modules; the new one took its place.
+    after = namespaces()
+    assert len(after) == len(before)
+    assert registry.get("uses").handlers.imports.name in after - before
+
+
+# --- C. a watcher loads modules off the serving loop, with a time limit -------------------------
+
+
+@pytest.fixture
+def two_endpoints(tmp_path: Path) -> Path:
+    write_endpoint(tmp_path, "echo", ECHO)
+    write_endpoint(tmp_path, "other", ECHO)
+    return tmp_path
+
+
+async def test_a_slow_module_does_not_hold_up_other_endpoints(
+    two_endpoints: Path, server: Server
+) -> None:
+    events: list[WatchEvent] = []
+    watcher = ProjectWatcher(
+        server.registry, two_endpoints, on_event=events.append, debounce_ms=50, step_ms=20
+    )
+    watcher.load()
+    watcher.start()
+    try:
+        await watcher.wait_ready(WAIT)
+        write(two_endpoints / "echo.py", "import time\n\ntime.sleep(3)\n" + ECHO)
+        delays = []
+        deadline = time.monotonic() + WAIT
+        while not events and time.monotonic() < deadline:
+            reply, delay = await round_trip(server.url("other"), "ping")
+            assert reply == "ping"
+            delays.append(delay)
+            await asyncio.sleep(0.05)
+        (event,) = events
+        assert (event.kind, event.endpoint) == ("reloaded", "echo")
+        assert len(delays) >= 10, delays  # the reload took seconds, and other was served all along
+        assert max(delays) < 0.5, delays
+    finally:
+        await watcher.aclose()
+
+
+async def test_a_module_that_does_not_finish_is_reported_and_the_old_one_serves(
+    two_endpoints: Path, server: Server
+) -> None:
+    events: list[WatchEvent] = []
+    watcher = ProjectWatcher(
+        server.registry,
+        two_endpoints,
+        on_event=events.append,
+        debounce_ms=50,
+        step_ms=20,
+        load_timeout=1,
+    )
+    watcher.load()
+    old = server.registry.get("echo").handlers
+    watcher.start()
+    try:
+        await watcher.wait_ready(WAIT)
+        before = namespaces()
+        # Busy for 4 s, as `while True: pass` would be for ever: a thread that never ends would
+        # keep spinning through the rest of the test session (the serve test below has one).
+        write(
+            two_endpoints / "echo.py",
+            "import time\n\nuntil = time.monotonic() + 4\nwhile time.monotonic() < until:\n"
+            "    pass\n" + ECHO,
+        )
+        await until(lambda: bool(events))
+        (event,) = events
+        assert (event.kind, event.endpoint) == ("error", "echo")
+        assert event.problems[0].startswith(
+            f"{two_endpoints / 'echo.py'}: did not finish loading in 1 s"
+        )
+        assert "cannot stop" in event.problems[0]
+        assert server.registry.get("echo").handlers is old
+        for name in ("echo", "other"):
+            reply, delay = await round_trip(server.url(name), "still")
+            assert (reply, delay < 0.5) == ("still", True)
+
+        # Another change while it runs does not start the same module again.
+        write(two_endpoints / "other.py", ECHO + "\n")
+        await until(lambda: len(events) == 2)
+        assert (events[1].kind, events[1].endpoint) == ("reloaded", "other")
+        loading = [t for t in threading.enumerate() if t.name == "ws_notebook load echo.websocket"]
+        assert len(loading) == 1 and loading[0].daemon
+
+        # When it ends, what it loaded is dropped.
+        loading[0].join(WAIT)
+        await asyncio.sleep(0.1)
+        assert server.registry.get("echo").handlers is old
+        assert namespaces() - before == {server.registry.get("other").handlers.imports.name}
+    finally:
+        await watcher.aclose()
+
+
+async def test_serve_with_an_endless_module_keeps_serving_and_stops_on_sigterm(
+    two_endpoints: Path,
+) -> None:
+    command = [sys.executable, "-m", "ws_notebook", "serve", str(two_endpoints), "--port", "0"]
+    served = Served(command)
+    try:
+        await served.started()
+        mark = served.mark()
+        write(two_endpoints / "echo.py", "while True:\n    pass\n" + ECHO)
+        await served.wait_for(r"echo\.py: did not finish loading in 10 s", mark, timeout=30)
+        for name in ("echo", "other"):
+            assert (await round_trip(served.url(name), "still"))[0] == "still"
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.exit_code() == 0
+    finally:
+        served.kill()
+
+
+# --- D. handlers come from inside the project, and can be checked without running them ---------
+
+
+MARKER = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def test_a_handler_outside_the_loaded_folder_is_refused(tmp_path: Path) -> None:
+    work = tmp_path.resolve()
+    marker = work / "ran.txt"
+    write(work / "other" / "evil.py", MARKER.format(marker=str(marker)) + ECHO)
+    descriptor = write(
+        work / "proj" / "e.websocket", json.dumps({"endpoint": "e", "handler": "other/evil"})
+    )
+    assert problems_of(work / "proj") == [
+        f"{descriptor}: handler: 'other/evil' is outside the project folder {work / 'proj'} "
+        f"(found {work / 'other' / 'evil.py'}); handlers are only loaded from inside it"
+    ]
+    assert not marker.exists()
+
+
+def test_a_single_file_does_not_search_its_parents(tmp_path: Path) -> None:
+    work = tmp_path.resolve()
+    marker = work / "ran.txt"
+    write(work / "evil.py", MARKER.format(marker=str(marker)) + ECHO)
+    descriptor = write(
+        work / "a" / "b" / "x.websocket", json.dumps({"endpoint": "x", "handler": "evil"})
+    )
+    (problem,) = problems_of(descriptor)
+    assert problem.startswith(f"{descriptor}: handler: 'evil' not found")
+    assert not marker.exists()
+
+
+def test_a_single_files_project_is_the_folder_its_location_names(tmp_path: Path) -> None:
+    work = tmp_path.resolve()
+    write(work / "my-project" / "h.py", ECHO)
+    write(work / "other-project" / "h.py", ECHO)
+    descriptor = work / "my-project" / "websockets" / "x.websocket"
+    location = "/my-project/websockets/x.websocket"
+    write(
+        descriptor, json.dumps({"location": location, "endpoint": "x", "handler": "my-project/h"})
+    )
+    assert load_project(descriptor)[0].handler_path == work / "my-project" / "h.py"
+    write(
+        descriptor,
+        json.dumps({"location": location, "endpoint": "x", "handler": "other-project/h"}),
+    )
+    assert problems_of(descriptor) == [
+        f"{descriptor}: handler: 'other-project/h' is outside the project folder "
+        f"{work / 'my-project'} (found {work / 'other-project' / 'h.py'}); handlers are only "
+        "loaded from inside it"
+    ]
+
+
+@pytest.mark.parametrize("linked", ["file", "folder"])
+def test_a_link_leaving_the_project_is_refused(tmp_path: Path, linked: str) -> None:
+    work = tmp_path.resolve()
+    marker = work / "ran.txt"
+    evil = write(work / "outside" / "evil.py", MARKER.format(marker=str(marker)) + ECHO)
+    project = work / "proj"
+    project.mkdir()
+    if linked == "file":
+        (project / "h.py").symlink_to(evil)
+        handler, candidate = "h", project / "h.py"
+    else:
+        (project / "lib").symlink_to(work / "outside", target_is_directory=True)
+        handler, candidate = "lib/evil", project / "lib" / "evil.py"
+    descriptor = write(project / "e.websocket", json.dumps({"endpoint": "e", "handler": handler}))
+    assert problems_of(project) == [
+        f"{descriptor}: handler: {handler!r} leaves the project: {candidate} links to {evil}, "
+        f"outside the project folder {project}"
+    ]
+    assert not marker.exists()
+
+
+def test_a_link_inside_the_project_is_followed(tmp_path: Path) -> None:
+    project = tmp_path.resolve() / "proj"
+    real = write(project / "real" / "h.py", ECHO)
+    (project / "h.py").symlink_to(real)
+    write(project / "e.websocket", json.dumps({"endpoint": "e", "handler": "h"}))
+    assert load_project(project)[0].handler_path == project / "h.py"
+
+
+def test_checking_without_running_runs_no_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    write(tmp_path / "helper.py", MARKER.format(marker=str(marker)))
+    write_endpoint(
+        tmp_path,
+        "e",
+        MARKER.format(marker=str(marker))
+        + "import helper\n"
+        + "async def on_open(client):\n    pass\n"
+        + "onMessage = lambda message: message\n"
+        + "try:\n    from elsewhere import on_close\n"
+        + "except ImportError:\n    def on_close(client):\n        pass\n"
+        + "def on_eror(error, client):\n    pass\n",
+        description="checked",
+    )
+    (loaded,) = load_project(tmp_path, run_handlers=False)
+    assert not marker.exists()
+    handlers = loaded.handlers
+    assert handlers.defined == ["open", "message", "close"]
+    assert (handlers.on_open, handlers.on_message, handlers.on_error, handlers.on_close) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert handlers.warnings == ("'on_eror' looks like a handler name; did you mean 'on_error'?",)
+    assert loaded.descriptor.description == "checked"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("def on_open(client):\n    pass\n\ndef on_message(:\n", ":4: invalid syntax"),
+        ("x = 1\nreturn x\n", ":2: 'return' outside function"),
+        (
+            "def on_open(client):\n    pass\n\nonOpen = on_open\n",
+            ": both on_open and onOpen are defined; keep one of them",
+        ),
+        (
+            "def on_open(client, extra, more=1):\n    pass\n",
+            ": on_open(client, extra, more=1) takes 2 arguments; it is called as on_open(client)",
+        ),
+        (
+            "def on_message(message, *, client):\n    pass\n",
+            ": on_message(message, *, client) needs keyword arguments client; it is called as "
+            "on_message(message, client)",
+        ),
+    ],
+)
+def test_checking_without_running_finds_what_running_would(
+    tmp_path: Path, source: str, problem: str
+) -> None:
+    write_endpoint(tmp_path, "e", source)
+    assert problems_of(tmp_path, run_handlers=False) == [f"{tmp_path / 'e.py'}{problem}"]
+    assert problems_of(tmp_path) == [f"{tmp_path / 'e.py'}{problem}"]  # as when it runs
