@@ -5,6 +5,7 @@ executes a trivial cell within 100 ms, the kernel's memory stays flat, and the m
 served. This script measures that on a real kernel and prints the figures:
 
     python benchmarks/panel_load.py [--quick] [--rate 10000] [--seconds 10] [--clients 2]
+                                    [--json PATH]
 
 What it does, all in one run so that the ratios compare like with like on the same machine:
 
@@ -26,7 +27,9 @@ a pause from the server's own work when reading the latency figures.
 
 Full mode always exits 0: it is a report. ``--quick`` (about 2 s of load at 2,000 messages/s)
 exits 1 when the run itself breaks (kernel dead, no messages served, a client or cell failed),
-never because of a timing figure.
+never because of a timing figure. ``--json PATH`` also writes each phase's figures and what
+broke, for the tests to check what holds at any scale (every message served, no figure
+missing, the panel updated); the timing targets are only judged in full mode.
 """
 
 from __future__ import annotations
@@ -487,6 +490,30 @@ async def load_phase(
 # --- the report ----------------------------------------------------------------------------------
 
 
+def figures(phase: Phase) -> dict[str, float | int | None]:
+    """A phase's figures as numbers (None: not measured in this phase), for ``--json``."""
+    latency = summary_ms(phase.latencies)
+    round_trip = summary_ms(phase.round_trips) if phase.round_trips else None
+    return {
+        "cells": latency["count"],
+        "latency_p50_ms": latency["p50"],
+        "latency_p99_ms": latency["p99"],
+        "sent": phase.sent,
+        "received": phase.received,
+        "served_per_s": phase.served_per_s,
+        "round_trip_p50_ms": round_trip and round_trip["p50"],
+        "round_trip_p99_ms": round_trip and round_trip["p99"],
+        "comm_msgs": phase.comm_msgs,
+        "panel_updates": phase.panel_updates,
+        "gc_full": phase.gc and phase.gc[0],
+        "gc_longest_ms": phase.gc and phase.gc[2],
+        "cpu": phase.cpu,
+        "rss_before": phase.rss_before,
+        "rss_settled": phase.rss_settled,
+        "seconds": phase.seconds,
+    }
+
+
 def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
@@ -605,9 +632,10 @@ def report(args: argparse.Namespace, idle: Phase, plain: Phase, panel: Phase, ex
 # --- main ------------------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace) -> list[str]:
-    """The whole run; returns what broke (empty when it ran through)."""
+async def run(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """The whole run; returns what broke (empty when it ran through) and each phase's figures."""
     broken: list[str] = []
+    phases: dict[str, Any] = {}
     session = KernelSession()
     started = time.perf_counter()
     try:
@@ -642,6 +670,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             " for name, e in ((e.name, e) for e in ws_notebook.endpoints())}"
         )
         report(args, idle, plain, panel, {"endpoints": extra})
+        phases = {"idle": figures(idle), "plain": figures(plain), "panel": figures(panel)}
         for phase in (plain, panel):
             broken += [f"{phase.name}: {error}" for error in phase.errors]
             if not phase.received:
@@ -660,7 +689,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             broken.append(f"kernel state unknown: {error}")
         await session.stop()
     print(f"\nrun took {time.perf_counter() - started:.1f} s")
-    return broken
+    return broken, phases
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -672,6 +701,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="load duration (default 10)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--size", type=int, default=64, help="message size in bytes (default 64)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.rate is None:
         args.rate = 2000.0 if args.quick else 10000.0
@@ -695,11 +725,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     budget = 120 + 3 * args.seconds
     try:
-        broken = asyncio.run(asyncio.wait_for(run(args), budget))
+        broken, phases = asyncio.run(asyncio.wait_for(run(args), budget))
     except asyncio.TimeoutError:
-        broken = [f"the run exceeded its {budget:.0f} s time bound"]
+        broken, phases = [f"the run exceeded its {budget:.0f} s time bound"], {}
     for problem in broken:
         print(f"BROKEN: {problem}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"broken": broken, **phases}, indent=2), "utf-8")
     if broken and args.quick:
         return 1
     return 0

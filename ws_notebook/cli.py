@@ -12,9 +12,11 @@ What the server does is logged to stderr, one line per event::
     2026-11-25 12:00:01 echo c3 error on_message raised ValueError: bad input
     2026-11-25 12:00:02 echo c3 close 1000
 
-Connection lines come from the endpoints' event logs (the same record ``%websocket log`` reads),
-read every 0.1 s; the rest is the ``ws_notebook`` logger. Headers, cookies, tokens and query
-strings are never logged.
+Every open, error and close is printed, however many messages flow: the registry hands them to
+the printer as they are recorded, and it prints them every 0.1 s. With ``-v``, messages in and
+out are read from the endpoints' bounded event logs (the record ``%websocket log`` reads), so
+under a flood some are only counted. The rest is the ``ws_notebook`` logger. Headers, cookies,
+tokens and query strings are never logged.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -35,10 +36,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .events import EventLog
+from .events import Event, EventLog
 from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
 from .registry import Endpoint, Registry
-from .server import DEFAULT_HOST, Server, ServerError
+from .server import DEFAULT_HOST, Limits, Server, ServerError
 from .watch import ProjectWatcher
 
 __all__ = ["main"]
@@ -52,10 +53,6 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 TOKEN_ENV = "WS_NOTEBOOK_TOKEN"
 
 logger = logging.getLogger("ws_notebook")
-
-
-class _UsageError(Exception):
-    """Options that cannot work together; reported as one line, exit code 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
         help="require this token (Authorization: Bearer TOKEN or ?token=TOKEN) on every "
         f"request; 'auto' makes one and prints it to stdout (default: ${TOKEN_ENV}, else none)",
     )
+    serve.add_argument(
+        "--allow-origin",
+        dest="origins",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a browser origin allowed besides same-origin and loopback pages ('*': all); "
+        "repeat for more",
+    )
+    _limit_options(serve)
     serve.add_argument(
         "--no-watch",
         dest="watch",
@@ -126,6 +133,56 @@ def _address_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds (0 or more)")
+    return value
+
+
+# The Limits fields serve sets from options, as %websocket start does: (type, metavar, help).
+_LIMIT_OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
+    "max_message_size": (_count, "BYTES", "a bigger message closes the connection with 1009"),
+    "max_connections": (_count, "N", "per endpoint; more are refused with 1013"),
+    "max_send_queue": (_count, "BYTES", "waiting for one client; past it, closed with 1008"),
+    "ping_interval": (_seconds, "S", "seconds between pings, 0: none"),
+    "ping_timeout": (_seconds, "S", "seconds a peer has to answer a ping before it is closed"),
+    "handshake_timeout": (_seconds, "S", "a connection still in its handshake then is closed"),
+}
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """Options for the fields of :class:`Limits`; their defaults are Limits' own."""
+    defaults = Limits()
+    for name, (kind, metavar, text) in _LIMIT_OPTIONS.items():
+        value = getattr(defaults, name)
+        default = format(value, "g" if isinstance(value, float) else "d")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            metavar=metavar,
+            help=f"{text} (default: {default})",
+        )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        default=None,
+        help="offer permessage-deflate (default: off)",
+    )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    chosen = {name: getattr(args, name, None) for name in (*_LIMIT_OPTIONS, "compression")}
+    return Limits(**{name: value for name, value in chosen.items() if value is not None})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ws-notebook`` with ``argv`` (default: the command line); returns the exit code."""
     args = _parser().parse_args(argv)
@@ -135,9 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list(args)
         return asyncio.run(_serve(args))
-    except _UsageError as error:
-        print(f"ws-notebook: {error}", file=sys.stderr)
-        return INVALID
     except KeyboardInterrupt:  # before the signal handlers were in place
         return 130
 
@@ -217,23 +271,7 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
 # --- serve ----------------------------------------------------------------------------------------
 
 
-def _server_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``certfile``/``keyfile``/``token`` for Server, refused if this Server lacks them."""
-    options = {
-        name: getattr(args, name)
-        for name in ("certfile", "keyfile", "token")
-        if getattr(args, name) is not None
-    }
-    accepted = inspect.signature(Server).parameters
-    missing = [name for name in options if name not in accepted]
-    if missing:
-        flags = ", ".join(f"--{name}" for name in missing)
-        raise _UsageError(f"{flags}: not supported by this version of ws_notebook's Server")
-    return options
-
-
 async def _serve(args: argparse.Namespace) -> int:
-    options = _server_options(args)
     directory = Path(args.directory)
     if not directory.exists():
         print(f"{directory}: no such file or folder", file=sys.stderr)
@@ -242,6 +280,7 @@ async def _serve(args: argparse.Namespace) -> int:
         _print_problems(args.directory, [f"{directory}: no *.websocket files found"])
         return INVALID
     registry = Registry()
+    printer = _EventPrinter(registry, sys.stderr, verbose=args.verbose)  # before any event
     watcher = ProjectWatcher(registry, directory)
     try:
         loaded = watcher.load()
@@ -251,11 +290,19 @@ async def _serve(args: argparse.Namespace) -> int:
         return INVALID
     _print_warnings(loaded)
     try:
-        server = Server(registry, args.host, args.port, **options)
+        server = Server(
+            registry,
+            args.host,
+            args.port,
+            limits=_limits(args),
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            token=args.token,
+            allowed_origins=args.origins,
+        )
     except ServerError as error:  # unreadable TLS files
         print(f"ws-notebook: {error}", file=sys.stderr)
         return INVALID
-    printer = _EventPrinter(registry, sys.stderr, verbose=args.verbose)
     restore = _log_to_stderr(args.verbose, before=printer.flush)
     try:
         return await _run(server, watcher, printer, args)
@@ -420,17 +467,24 @@ def _printable(text: str) -> str:
 class _EventPrinter:
     """Prints the endpoints' open, error and close events (and, verbose, in/out) as log lines.
 
-    It reads each endpoint's event log from where it left off, so lines carry the time the
-    event happened. Endpoints that were unmounted are followed until their clients have closed.
+    Opens, errors and closes come from the registry as they are recorded, so none is missed
+    however many messages flow; they wait for the next flush, to be printed in order with the
+    rest. Verbose in/out lines are read from each endpoint's bounded event log from where the
+    last flush left off: under a flood, those pushed out are counted, not printed. Lines carry
+    the time the event happened. Unmounted endpoints are read until their clients have closed.
     """
-
-    KINDS = ("open", "error", "close")
 
     def __init__(self, registry: Registry, stream: TextIO, verbose: bool = False) -> None:
         self.registry = registry
         self.stream = stream
-        self.kinds = (*self.KINDS, "in", "out") if verbose else self.KINDS
+        self.verbose = verbose
+        self._heard: list[tuple[float, int, str, EventLog]] = []  # since the last flush
         self._followed: dict[int, tuple[Endpoint, EventLog, int]] = {}
+        registry.subscribe(self._hear)
+
+    def _hear(self, endpoint: Endpoint, event: Event) -> None:
+        text = f"{endpoint.name} {event.client} {event.kind} {_printable(event.detail)}"
+        self._heard.append((event.time, event.seq, text.rstrip(), endpoint.log))
 
     async def run(self) -> None:
         while True:
@@ -438,6 +492,20 @@ class _EventPrinter:
             await asyncio.sleep(POLL_SECONDS)
 
     def flush(self) -> None:
+        heard, self._heard = self._heard, []
+        lines = [(when, seq, text) for when, seq, text, _ in heard]
+        if self.verbose:
+            lines += self._messages(heard)
+        for when, _, text in sorted(lines, key=lambda line: line[:2]):
+            stamp = time.strftime(TIME_FORMAT, time.localtime(when))
+            self.stream.write(f"{stamp} {text}\n")
+        if lines:
+            self.stream.flush()
+
+    def _messages(
+        self, heard: list[tuple[float, int, str, EventLog]]
+    ) -> list[tuple[float, int, str]]:
+        """In/out lines from the event logs since the last flush, and how many were pushed out."""
         mounted = {id(endpoint): endpoint for endpoint in self.registry}
         lines: list[tuple[float, int, str]] = []
         followed: dict[int, tuple[Endpoint, EventLog, int]] = {}
@@ -448,23 +516,18 @@ class _EventPrinter:
             known = self._followed.get(key)
             seq = known[2] if known is not None and known[1] is log else 0
             events = log.since(seq)
-            if events and events[0].seq > seq:
-                missed = events[0].seq - seq
-                lines.append((events[0].time, -1, f"{endpoint.name} ({missed} events not shown)"))
+            if events and events[0].seq > seq:  # pushed out: count the messages among them
+                first = events[0].seq
+                heard_there = sum(1 for _, n, _, of in heard if of is log and seq <= n < first)
+                missed = first - seq - heard_there
+                if missed:
+                    text = f"{endpoint.name} ({missed} message events not shown)"
+                    lines.append((events[0].time, -1, text))
             for event in events:
-                if event.kind not in self.kinds:
-                    continue
                 if event.kind in ("in", "out"):
-                    detail = f"{event.size} bytes"
-                else:
-                    detail = _printable(event.detail)
-                text = f"{endpoint.name} {event.client} {event.kind} {detail}".rstrip()
-                lines.append((event.time, event.seq, text))
+                    text = f"{endpoint.name} {event.client} {event.kind} {event.size} bytes"
+                    lines.append((event.time, event.seq, text))
             if key in mounted or endpoint.clients:
                 followed[key] = (endpoint, log, log.total)
         self._followed = followed
-        for when, _, text in sorted(lines, key=lambda line: line[:2]):
-            stamp = time.strftime(TIME_FORMAT, time.localtime(when))
-            self.stream.write(f"{stamp} {text}\n")
-        if lines:
-            self.stream.flush()
+        return lines

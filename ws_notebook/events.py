@@ -4,13 +4,15 @@ It is the single source that ``%websocket log`` and the live widgets read. Recor
 cheap on the server's hot path, so an event is a plain tuple appended to a ``deque`` with a
 maximum length; readers turn tuples into :class:`Event` objects only when they ask. Every event
 gets a sequence number, so a reader can fetch only what is new since its last look, and the
-log counts what it had to drop.
+log counts what it had to drop. A reader that must see every open, error and close (the
+``serve`` command's stderr) sets a ``listener`` instead, as messages can push those out.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = ["Event", "EventLog"]
@@ -45,9 +47,12 @@ class EventLog:
         if capacity < 0:
             raise ValueError(f"capacity: {capacity} is negative; use 0 to keep no events")
         self._events: deque[tuple] = deque(maxlen=capacity)
-        self._off = capacity == 0  # the log is off: count events, build nothing
+        self._off = capacity == 0  # the log is off: count events, keep none
         self.total = 0  # events ever recorded; the next one gets this sequence number
         self._cleared = 0  # events removed on purpose by clear(), not counted as dropped
+        # Called with each open, error and close event as it is recorded (not messages: they
+        # are the hot path), even with the log off.
+        self.listener: Callable[[Event], None] | None = None
 
     @property
     def capacity(self) -> int:
@@ -66,9 +71,12 @@ class EventLog:
         preview: str | bytes = "",
         detail: str = "",
     ) -> None:
+        event = (self.total, time.time(), kind, client, size, preview, detail)
         if not self._off:
-            self._events.append((self.total, time.time(), kind, client, size, preview, detail))
+            self._events.append(event)
         self.total += 1
+        if self.listener is not None:
+            self.listener(Event._make(event))
 
     def message(self, kind: str, client: str, message: str | bytes) -> None:
         """Record a message in or out: its size and its start, enough to recognise it."""

@@ -8,13 +8,15 @@ is caught, logged and reported to ``on_error`` without disturbing anything else.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .connection import Client, ConnectionClosed, encode
 from .descriptor import Descriptor, check_endpoint_name
-from .events import EventLog
+from .events import Event, EventLog
 from .handlers import EVENT_NAMES, Handlers
 
 __all__ = ["DEFAULT_LOG_CAPACITY", "Endpoint", "Mounted", "Registry", "UnknownEndpoint"]
@@ -23,6 +25,10 @@ logger = logging.getLogger("ws_notebook")
 
 DEFAULT_LOG_CAPACITY = 1000
 GOING_AWAY = 1001
+# What a handler may raise that is not its own error: the task running it is being cancelled.
+_PROPAGATE = (asyncio.CancelledError, GeneratorExit)
+
+Subscriber = Callable[["Endpoint", Event], None]
 
 
 class UnknownEndpoint(KeyError):
@@ -33,7 +39,16 @@ class UnknownEndpoint(KeyError):
 
 
 class Endpoint:
-    """A mounted endpoint: it dispatches its connections' events to its current handlers."""
+    """A mounted endpoint: it dispatches its connections' events to its current handlers.
+
+    Whatever a handler raises is that handler's error (logged, recorded, passed to
+    ``on_error``), ``SystemExit`` and ``KeyboardInterrupt`` included, so a handler calling
+    ``sys.exit()`` or argparse on a client's message cannot end the kernel or ``ws-notebook
+    serve``. A ``KeyboardInterrupt`` can only come from the handler's own code in ``serve``
+    (SIGINT is handled on the loop); in a kernel, an interrupt that lands while a handler runs
+    stops that handler only. Only task cancellation (``CancelledError``, ``GeneratorExit``)
+    goes on up, as shutdown needs it to.
+    """
 
     def __init__(
         self, descriptor: Descriptor, handlers: Handlers, log_capacity: int = DEFAULT_LOG_CAPACITY
@@ -121,9 +136,10 @@ class Endpoint:
         """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await."""
         try:
             result = handler(*args)
-        except Exception as error:
-            self._failed(event, error, client)
-            return None
+        except _PROPAGATE:
+            raise
+        except BaseException as error:
+            return self._failed(event, error, client)  # an async on_error, for Tornado to await
         if result is None or not hasattr(result, "__await__"):
             return None
         return self._finish(event, result, client)
@@ -131,10 +147,12 @@ class Endpoint:
     async def _finish(self, event: str, pending: Any, client: Client) -> None:
         try:
             await pending
-        except Exception as error:
+        except _PROPAGATE:
+            raise
+        except BaseException as error:
             await self._failed_async(event, error, client)
 
-    def _failed(self, event: str, error: Exception, client: Client) -> Any:
+    def _failed(self, event: str, error: BaseException, client: Client) -> Any:
         """Record a handler's exception and hand it to ``on_error``; the connection stays open."""
         self._report(event, error, client)
         on_error = self.handlers.on_error
@@ -142,12 +160,12 @@ class Endpoint:
             return None
         return self._run("error", on_error, (error, client), client)
 
-    async def _failed_async(self, event: str, error: Exception, client: Client) -> None:
+    async def _failed_async(self, event: str, error: BaseException, client: Client) -> None:
         pending = self._failed(event, error, client)
         if pending is not None:
             await pending
 
-    def _report(self, event: str, error: Exception, client: Client) -> None:
+    def _report(self, event: str, error: BaseException, client: Client) -> None:
         name = EVENT_NAMES[event][0]
         text = f"{name} raised {type(error).__name__}: {error}"
         self.log.record("error", client.id, detail=text)
@@ -166,6 +184,26 @@ class Registry:
 
     def __init__(self) -> None:
         self._endpoints: dict[str, Endpoint] = {}
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(endpoint, event)`` for every open, error and close event.
+
+        Of every endpoint mounted here, now or later, including after its log is replaced, and
+        after it is unmounted (its clients still close). Unlike reading the bounded logs, nothing
+        is missed however many messages push those events out of them.
+        """
+        self._subscribers.append(subscriber)
+        for endpoint in self._endpoints.values():
+            self._listen(endpoint)
+
+    def _listen(self, endpoint: Endpoint) -> None:
+        if self._subscribers:
+            endpoint.log.listener = functools.partial(self._notify, endpoint)
+
+    def _notify(self, endpoint: Endpoint, event: Event) -> None:
+        for subscriber in self._subscribers:
+            subscriber(endpoint, event)
 
     def mount(
         self, descriptor: Descriptor, handlers: Handlers, log_capacity: int | None = None
@@ -177,12 +215,14 @@ class Registry:
             capacity = DEFAULT_LOG_CAPACITY if log_capacity is None else log_capacity
             endpoint = Endpoint(descriptor, handlers, capacity)
             self._endpoints[descriptor.endpoint] = endpoint
+            self._listen(endpoint)
             return Mounted(endpoint, None)
         replaced = current.descriptor
         current.descriptor = descriptor
         current.handlers = handlers
         if log_capacity is not None and log_capacity != current.log.capacity:
             current.log = EventLog(log_capacity)
+            self._listen(current)
         return Mounted(current, replaced)
 
     def unmount(self, name: str, reason: str = "endpoint removed") -> Endpoint:
