@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -248,6 +249,22 @@ def test_an_edited_helper_is_loaded_afresh(tmp_path: Path) -> None:
     assert first.handlers.on_message("m", None) == 1
     assert second.handlers.on_message("m", None) == 2
     assert not (tmp_path / "__pycache__").exists()
+
+
+def test_mounting_again_releases_the_replaced_namespace(tmp_path: Path) -> None:
+    """``%websocket load`` twice, or a cell redefining a loaded endpoint: no namespace piles up."""
+    write(tmp_path / "helper.py", "VALUE = 1\n")
+    write_endpoint(tmp_path, "e", "import helper\n\ndef on_message(message, client):\n    pass\n")
+    registry = Registry()
+    (first,) = load_project(tmp_path)
+    registry.mount(first.descriptor, first.handlers)
+    before = namespaces()
+    for _ in range(3):
+        (again,) = load_project(tmp_path)
+        registry.mount(again.descriptor, again.handlers)
+    assert len(namespaces()) == len(before)
+    registry.mount(again.descriptor, Handlers())
+    assert len(namespaces()) == len(before) - 1
 
 
 def test_watcher_reloads_the_endpoint_whose_helper_changed(tmp_path: Path) -> None:
@@ -515,3 +532,25 @@ def test_checking_without_running_finds_what_running_would(
     write_endpoint(tmp_path, "e", source)
     assert problems_of(tmp_path, run_handlers=False) == [f"{tmp_path / 'e.py'}{problem}"]
     assert problems_of(tmp_path) == [f"{tmp_path / 'e.py'}{problem}"]  # as when it runs
+
+
+def test_validate_and_list_run_no_handler_code_unless_asked(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    write_endpoint(tmp_path / "proj", "e", MARKER.format(marker=str(marker)) + ECHO)
+    for command in ("validate", "list"):
+        result = subprocess.run(
+            [sys.executable, "-m", "ws_notebook", command, str(tmp_path / "proj")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert not marker.exists()
+    imported = subprocess.run(
+        [sys.executable, "-m", "ws_notebook", "validate", "--import", str(tmp_path / "proj")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert marker.read_text() == "ran"

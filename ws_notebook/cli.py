@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "file and property. Exit code 0 if all are valid, 2 if not.",
     )
     validate.add_argument("directory", metavar="DIR")
+    _import_option(validate)
 
     listing = commands.add_parser(
         "list",
@@ -119,11 +120,22 @@ def _parser() -> argparse.ArgumentParser:
         "`serve` would give them.",
     )
     listing.add_argument("directory", metavar="DIR")
+    _import_option(listing)
     _address_options(listing)
     listing.add_argument(
         "--json", action="store_true", help="print JSON, as GET /websockets lists the endpoints"
     )
     return parser
+
+
+def _import_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import",
+        dest="run_handlers",
+        action="store_true",
+        help="also import every handler module, running its code as serve does (by default "
+        "handlers are checked without running them)",
+    )
 
 
 def _address_options(parser: argparse.ArgumentParser) -> None:
@@ -199,10 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- validate and list ---------------------------------------------------------------------------
 
 
-def _load(directory: str) -> list[LoadedEndpoint] | None:
+def _load(directory: str, run_handlers: bool) -> list[LoadedEndpoint] | None:
     """The project's endpoints, or None after printing every problem to stderr."""
     try:
-        loaded = load_project(directory)
+        loaded = load_project(directory, run_handlers=run_handlers)
     except ProjectError as error:
         _print_problems(directory, error.problems)
         return None
@@ -224,7 +236,7 @@ def _print_warnings(loaded: Sequence[LoadedEndpoint]) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    loaded = _load(args.directory)
+    loaded = _load(args.directory, args.run_handlers)
     if loaded is None:
         return INVALID
     names = ", ".join(item.descriptor.endpoint for item in loaded)
@@ -233,7 +245,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    loaded = _load(args.directory)
+    loaded = _load(args.directory, args.run_handlers)
     if loaded is None:
         return INVALID
     registry = Registry()

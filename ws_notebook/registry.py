@@ -218,6 +218,8 @@ class Registry:
             self._listen(endpoint)
             return Mounted(endpoint, None)
         replaced = current.descriptor
+        if current.handlers is not handlers:
+            current.handlers.release()  # the modules its handler module imported beside it
         current.descriptor = descriptor
         current.handlers = handlers
         if log_capacity is not None and log_capacity != current.log.capacity:
