@@ -3,7 +3,7 @@
 An option parsed and then silently dropped on its way to the server would pass any test that
 only reads the options back, so each is checked by what a client sees: the size limit (1009),
 the connection limit (1013), the send queue (1008), pings, permessage-deflate, allowed
-origins (403), TLS and, for serve, the handshake timeout. The kernel and the serve subprocess
+origins (403), TLS and the handshake timeout. The kernel and the serve subprocess
 each get several options at once, and the same checks.
 """
 
@@ -201,7 +201,7 @@ def test_every_websocket_start_option_takes_effect(
         assert "Sec-WebSocket-Extensions" not in ws.response.headers  # no --compression
 
     fresh.run("%websocket stop")
-    fresh.run(f"%websocket start {' '.join(LIMITS)}")
+    fresh.run(f"%websocket start {' '.join(LIMITS)} --handshake-timeout 1")
     url = fresh.value("ws_notebook.url('echo')")
 
     def closes() -> list[str]:
@@ -210,6 +210,9 @@ def test_every_websocket_start_option_takes_effect(
         )
 
     check_limits(url, closes)
+    # A connection that never sends its request is closed after --handshake-timeout.
+    idle = socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=WAIT)
+    assert seconds_until_hangup(idle) < 1 + 5
 
     authority, certfile, keyfile = certificate
     fresh.run("%websocket stop")
