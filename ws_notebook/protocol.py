@@ -1,16 +1,18 @@
 """RFC 6455 strictness that Tornado's WebSocket protocol leaves out.
 
-Tornado echoes any close code it receives, even invalid ones (0, 999, 1005, ...), and drops the
-connection without a close frame on invalid UTF-8. RFC 6455 asks for a 1002 (protocol error)
-close for a bad close frame and 1007 for text that is not UTF-8, and says why in the close frame,
-which clients and the Autobahn test suite check. This subclass does that, and remembers why the
-server closed a connection so that the event log can say it (1009 message too big, ...).
+Tornado echoes any close code it receives, even invalid ones (0, 999, 1005, ...), accepts
+unmasked frames from a client, and on invalid UTF-8 or a frame that breaks the framing rules
+drops the connection without a close frame. RFC 6455 asks for a 1002 (protocol error) close for
+a bad frame and 1007 for text that is not UTF-8, and says why in the close frame, which clients
+and the Autobahn test suite check. This subclass does that, and remembers why the server closed
+a connection so that the event log can say it (1009 message too big, ...). Close reasons are cut
+to what a close frame can carry, where Tornado raises ValueError.
 
 It also has the handler hold replies back while more input is already read (``Client._hold``),
 and write them before waiting for more input or writing a frame of its own. It overrides
-``WebSocketProtocol13._handle_message``, ``_read_bytes`` and ``_write_frame`` and leans on a few
-of Tornado's private attributes, so the supported Tornado range is pinned in ``pyproject.toml``
-and the behaviour is covered by the tests and the conformance run.
+``WebSocketProtocol13._receive_frame``, ``_handle_message``, ``_read_bytes`` and ``_write_frame``
+and leans on a few of Tornado's private attributes, so the supported Tornado range is pinned in
+``pyproject.toml`` and the behaviour is covered by the tests and the conformance run.
 """
 
 from __future__ import annotations
@@ -18,16 +20,28 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError
 
-__all__ = ["EndpointProtocol", "valid_close_code"]
+__all__ = ["EndpointProtocol", "close_reason", "valid_close_code"]
 
+OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+OPCODES = frozenset(
+    (OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG)
+)
+FIN = 0x80
+RSV1 = 0x40  # permessage-deflate's "compressed" bit (RFC 7692)
+MASKED = 0x80
+WHOLE_MESSAGES = frozenset((FIN | OPCODE_TEXT, FIN | OPCODE_BINARY))  # without RSV bits
 PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
 TOO_BIG = 1009
+MAX_CLOSE_REASON = 123  # bytes: a control frame's payload is at most 125, 2 of them the code
 
 
 def valid_close_code(code: int) -> bool:
@@ -35,14 +49,32 @@ def valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+def close_reason(text: str) -> str:
+    """``text`` cut to the 123 UTF-8 bytes a close frame has room for, at a character boundary.
+
+    Tornado raises ValueError for a longer reason instead of sending the close frame. Characters
+    UTF-8 cannot encode (lone surrogates, as in an undecodable file name) become ``?``.
+    """
+    return text.encode("utf-8", "replace")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 class EndpointProtocol(WebSocketProtocol13):
-    """Tornado's protocol, with checked close frames and a 1007 close for invalid UTF-8."""
+    """Tornado's protocol, with checked frames, close frames and a 1007 close for invalid UTF-8."""
+
+    _fragments_compressed = False  # the compressed bit of the fragmented message being read
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if reason is not None:
+            reason = close_reason(reason)
         if not self.server_terminated and not self.client_terminated and (code or reason):
             # As Tornado does: a reason without a code goes out as 1000 (e.g. "ping timed out").
             self.handler.closed_by_server = (code or 1000, reason or "")
         super().close(code, reason)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Say why in a close frame, then drop the connection (RFC 6455 7.1.7)."""
+        self.close(code, reason)
+        self._abort()
 
     async def _read_bytes(self, n: int) -> bytes:
         stream = self.stream
@@ -53,6 +85,89 @@ class EndpointProtocol(WebSocketProtocol13):
             data = await stream.read_bytes(n)
         self._wire_bytes_in += n
         return data
+
+    async def _receive_frame(self) -> None:
+        """Read one frame and hand a complete message or a control frame to ``_handle_message``.
+
+        Replaces Tornado's parser, which drops TCP without a word on a frame that breaks the
+        rules and accepts unmasked client frames. Here each rule is checked and a broken one is
+        named in a 1002 close. Everything else is as Tornado does it: 1009 past
+        ``max_message_size``, fragments joined, the compressed bit of a message's first frame
+        kept for ``_handle_message``. This is the hot path: a masked, unfragmented text or binary
+        frame, the common case, passes the rules in one ``if``, and a small frame's mask and
+        payload are taken in one read.
+        """
+        head = await self._read_bytes(2)
+        first, second = head[0], head[1]
+        fragments = self._fragmented_message_buffer
+        if first not in WHOLE_MESSAGES or second < MASKED or fragments is not None:
+            problem = self._frame_problem(first, second)
+            if problem is not None:
+                self._fail(PROTOCOL_ERROR, problem)
+                return
+        length = second & 0x7F
+        if length > 125:
+            length = int.from_bytes(await self._read_bytes(2 if length == 126 else 8), "big")
+        if length + (len(fragments) if fragments is not None else 0) > self.params.max_message_size:
+            self._fail(TOO_BIG, "message too big")
+            return
+        if length < 126:  # mask and payload in one read, at the cost of copying a small payload
+            masked = await self._read_bytes(4 + length)
+            data = _websocket_mask(masked[:4], masked[4:])
+        else:
+            mask = await self._read_bytes(4)
+            data = _websocket_mask(mask, await self._read_bytes(length))
+
+        opcode = first & 0x0F
+        if opcode & 0x8:  # never compressed (a fragmented message's bit waits meanwhile)
+            self._frame_compressed = False
+        elif opcode == OPCODE_CONTINUATION:
+            fragments.extend(data)
+            if not first & FIN:
+                return
+            opcode = self._fragmented_message_opcode
+            data = bytes(fragments)
+            self._fragmented_message_buffer = None
+            self._frame_compressed = self._fragments_compressed
+        elif first & FIN:
+            self._frame_compressed = (first & RSV1) != 0
+        else:
+            self._fragmented_message_opcode = opcode
+            self._fragmented_message_buffer = bytearray(data)
+            self._fragments_compressed = (first & RSV1) != 0
+            return
+        handled = self._handle_message(opcode, data)
+        if handled is not None:
+            await handled
+
+    def _frame_problem(self, first: int, second: int) -> str | None:
+        """The RFC 6455 rule a frame header breaks, if any (for all but plain whole messages)."""
+        opcode = first & 0x0F
+        control = opcode & 0x8
+        if second < MASKED:
+            return "unmasked frame from client"  # 5.1
+        if opcode not in OPCODES:
+            return f"reserved opcode 0x{opcode:X}"
+        if first & 0x20:
+            return "RSV2 set without an extension"
+        if first & 0x10:
+            return "RSV3 set without an extension"
+        if first & RSV1:
+            if self._decompressor is None:
+                return "RSV1 set without an extension"
+            if control or opcode == OPCODE_CONTINUATION:  # RFC 7692 6: first data frames only
+                return f"RSV1 set on a {'control' if control else 'continuation'} frame"
+        if control:
+            if not first & FIN:
+                return "fragmented control frame"
+            if second & 0x7F > 125:
+                return "control frame payload over 125 bytes"
+        elif opcode == OPCODE_CONTINUATION:
+            if self._fragmented_message_buffer is None:
+                return "continuation frame without a message to continue"
+        elif self._fragmented_message_buffer is not None:
+            return "new message before the fragmented one ended"
+        return None
 
     def _write_frame(self, fin: bool, opcode: int, data: bytes, flags: int = 0) -> Any:
         self.handler.output_due()  # replies held back go before a pong, a close, ...
@@ -76,8 +191,7 @@ class EndpointProtocol(WebSocketProtocol13):
             try:
                 data = self._decompressor.decompress(data)
             except _DecompressTooLargeError:
-                self.close(TOO_BIG, "message too big after decompression")
-                self._abort()
+                self._fail(TOO_BIG, "message too big after decompression")
                 return None
         try:
             text = data.decode("utf-8")
