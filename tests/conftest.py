@@ -4,7 +4,7 @@ plain server on the test's own loop."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -103,3 +103,19 @@ async def server() -> AsyncIterator[Server]:
     started.start()
     yield started
     started.stop()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Server]]:
+    """Start servers with the given options; all are stopped afterwards."""
+    started: list[Server] = []
+
+    def start(**options: object) -> Server:
+        server = Server(**options)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

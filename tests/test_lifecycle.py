@@ -90,25 +90,42 @@ def test_token_never_shown(fresh: Kernel) -> None:
 
 
 @pytest.mark.parametrize("start", ["%websocket start --token auto", "%websocket start"])
-def test_saved_notebook_holds_no_token(tmp_path, start: str) -> None:
-    """The browser widget's saved state, and every output, as nbclient writes the file."""
+def test_saved_notebook_holds_no_token(
+    tmp_path, start: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The browser widget's saved state, every output, and the kernel's own stderr.
+
+    ws_notebook's log lines go to the cell that started the server, so one cell starts it and
+    makes the requests that are logged (404s, a handler error); Tornado's go to the kernel's
+    stderr (the terminal running Jupyter), which the kernel inherits from this test.
+    """
     import nbformat
     from nbclient import NotebookClient
 
     secret = tmp_path / "token"
     cells = [
-        "%load_ext ws_notebook",
-        start,
-        "%%websocket echo\ndef on_message(message, client):\n    client.send(message)",
+        "%load_ext ws_notebook\nimport asyncio, urllib.request, ws_notebook",
+        "%%websocket echo --no-panel\ndef on_message(message, client):\n    raise ValueError(message)",
         "%websocket browser echo",
         "%websocket url echo\n%websocket list",
-        f"open({str(secret)!r}, 'w').write(ws_notebook_server.page_token)",
+        "%websocket stop\n"
+        f"%{start[1:]}\n"
+        "server = ws_notebook.default_server()\n"
+        f"open({str(secret)!r}, 'w').write(server.page_token)\n"
+        "def get(path):\n"
+        "    try:\n"
+        "        urllib.request.urlopen(f'http://127.0.0.1:{server.port}{path}', timeout=5)\n"
+        "    except Exception as error:\n"
+        "        print(type(error).__name__)\n"
+        "for query in (f'token={server.page_token}', f'%74oken={server.page_token}'):\n"
+        "    await asyncio.to_thread(get, f'/websockets/service/nope?{query}')\n"
+        "    await asyncio.to_thread(get, f'/websockets?{query}x')\n"
+        "import websockets\n"
+        "async with websockets.connect(ws_notebook.url('echo', with_token=True)) as ws:\n"
+        "    await ws.send('boom')\n"
+        "    await asyncio.sleep(0.5)",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    notebook.cells[-1].source = (
-        "import ws_notebook\nws_notebook_server = ws_notebook.default_server()\n"
-        + notebook.cells[-1].source
-    )
     NotebookClient(notebook, timeout=60, kernel_name="python3", store_widget_state=True).execute()
     saved = tmp_path / "saved.ipynb"
     nbformat.write(notebook, saved)
@@ -117,4 +134,8 @@ def test_saved_notebook_holds_no_token(tmp_path, start: str) -> None:
     assert len(token) >= 24
     assert "application/vnd.jupyter.widget-state+json" in text  # the widget state was saved
     assert '"endpoint": "echo"' in text  # the browser widget's among it
+    assert "on_message raised ValueError: boom" in text
     assert token not in text
+    terminal = capfd.readouterr().err
+    assert "token=***" in terminal and "%74oken=***" in terminal  # the requests were logged
+    assert token not in terminal

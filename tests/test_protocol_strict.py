@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,22 +30,6 @@ from .endpoints import mount
 
 WAIT = 10.0  # seconds: the longest any single expected thing may take
 DROP = 2.0  # seconds: a server failing a connection drops it well before its 5 s close wait
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Server]]:
-    """Start servers with the given options; all are stopped afterwards."""
-    started: list[Server] = []
-
-    def start(**options: object) -> Server:
-        server = Server(**options)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def mount_echo(server: Server, name: str = "echo") -> Endpoint:

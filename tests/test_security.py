@@ -10,7 +10,7 @@ import signal
 import ssl
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,22 +28,6 @@ from .endpoints import mount
 def mount_echo(server: Server, name: str = "echo", **extra: Callable) -> Endpoint:
     handlers = {"on_message": lambda message, client: client.send(message), **extra}
     return mount(server, name, **handlers)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Server]]:
-    """Start servers with the given options; all are stopped afterwards."""
-    started: list[Server] = []
-
-    def start(**options: object) -> Server:
-        server = Server(**options)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 async def closed(ws: websockets.ClientConnection) -> tuple[int | None, str | None]:
