@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from .jupyter_server import (
     open_notebook,
     run_all_cells,
 )
+from .pythons import find_python
 
 pytestmark = [needs_chromium, pytest.mark.timeout(600)]
 
@@ -42,9 +42,17 @@ PROXIED = re.compile(r"^open: ws://hub\.binder\.test:\d+/user/demo/proxy/\d+/web
 
 @pytest.fixture(scope="module")
 def binder_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A new virtual environment with exactly what Binder would install."""
+    """A new virtual environment with exactly what Binder would install, on its Python.
+
+    ``binder/runtime.txt`` names the Python Binder runs (``python-3.11``): the pins were tested
+    with it, and some (tornado 6.6) do not install on older ones.
+    """
+    version = (ROOT / "binder" / "runtime.txt").read_text().strip().removeprefix("python-")
+    interpreter = find_python(version)
+    if interpreter is None:
+        pytest.skip(f"no Python {version} here (binder/runtime.txt names it)")
     venv = tmp_path_factory.mktemp("binder") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     install = [python, "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"]
     subprocess.run(install, cwd=ROOT, check=True, timeout=480)

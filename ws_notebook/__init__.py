@@ -14,6 +14,7 @@ From plain Python (inside a running asyncio loop)::
     ws_notebook.serve("echo", {"on_message": lambda message, client: client.send(message)})
 """
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .api import (
@@ -46,7 +47,10 @@ from .project import ProjectError
 from .registry import Endpoint, Registry, UnknownEndpoint
 from .server import Limits, Server, ServerError
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version: pyproject.toml is the one place it is written
+    __version__ = version("ws_notebook")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Client",
