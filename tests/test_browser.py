@@ -173,3 +173,60 @@ def wait_for_health(port: int, timeout: float = 30) -> None:
         except (urllib.error.URLError, ConnectionError):
             assert time.monotonic() < deadline, f"nothing serves on port {port}"
             time.sleep(0.1)
+
+
+OUTPUT_CELLS = [
+    "%load_ext ws_notebook\nimport websockets\nimport ws_notebook",
+    "%%websocket shout --no-panel\n"
+    "def on_message(message, client):\n"
+    '    print("shout heard", message)\n'
+    '    if message == "boom":\n'
+    '        raise ValueError("shout exploded")\n'
+    "    client.send(message)",
+    "%%websocket quiet --no-panel\ndef on_message(message, client):\n    client.send(message)",
+    'async with websockets.connect(ws_notebook.url("shout")) as ws:\n'
+    '    await ws.send("boom")\n'
+    '    await ws.send("from-the-last-cell")\n'
+    "    reply = await ws.recv()\n"
+    'print("last cell got:", reply)',
+]
+
+
+def test_handler_output_shows_under_its_own_cell(tmp_path: Path) -> None:
+    """A handler's print and traceback, made while the last cell runs, show under the cell that
+    defined the endpoint, in order; not under the cell that ran, nor under the other endpoint."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in OUTPUT_CELLS],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(notebook, notebooks / "output.ipynb")
+    screenshot = ROOT / "test-artifacts" / "browser-handler-output.png"
+    screenshot.parent.mkdir(exist_ok=True)
+    with (
+        JupyterServer(notebooks, tmp_path / "jupyter") as server,
+        chromium_page() as page,
+    ):
+        try:
+            open_notebook(page, server, "output.ipynb")
+            run_all_cells(page)
+            wait_for_text(page, "last cell got: from-the-last-cell", timeout=60)
+            shout, quiet, last = (
+                page.locator(".jp-CodeCell", has_text=text)
+                for text in ("%%websocket shout", "%%websocket quiet", "last cell got")
+            )
+            output = shout.locator(".jp-OutputArea")
+            expect(output).to_contain_text("shout heard from-the-last-cell", timeout=10 * SECONDS)
+            text = output.inner_text()
+            assert (
+                text.index("shout heard boom")
+                < text.index("ValueError: shout exploded")
+                < text.index("shout heard from-the-last-cell")
+            ), text
+            for other in (quiet, last):
+                expect(other.locator(".jp-OutputArea")).not_to_contain_text("shout heard")
+        finally:
+            page.screenshot(path=screenshot, full_page=True)

@@ -1,11 +1,13 @@
-"""A bounded log of what happened on an endpoint: opens, messages in and out, errors, closes.
+"""A bounded log of what happened on an endpoint: opens, messages in and out, errors, closes,
+and the lines its handlers printed.
 
 It is the single source that ``%websocket log`` and the live widgets read. Recording must stay
 cheap on the server's hot path, so an event is a plain tuple appended to a ``deque`` with a
 maximum length; readers turn tuples into :class:`Event` objects only when they ask. Every event
 gets a sequence number, so a reader can fetch only what is new since its last look, and the
-log counts what it had to drop. A reader that must see every open, error and close (the
-``serve`` command's stderr) sets a ``listener`` instead, as messages can push those out.
+log counts what it had to drop. A reader that must see every open, error, close and printed
+line (the ``serve`` command's stderr) sets a ``listener`` instead, as messages can push those
+out.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ PREVIEW_BYTES = 48
 class Event(NamedTuple):
     seq: int
     time: float
-    kind: str  # "open", "in", "out", "error" or "close"
+    kind: str  # "open", "in", "out", "error", "close", or "stdout"/"stderr": a line printed
     client: str
-    size: int
+    size: int  # of a message, or of a printed line
     preview: str | bytes
-    detail: str  # the error text, or the close code and reason
+    detail: str  # the error text, the close code and reason, or a printed line (its start)
 
     def as_dict(self) -> dict[str, object]:
         data = self._asdict()
@@ -50,8 +52,8 @@ class EventLog:
         self._off = capacity == 0  # the log is off: count events, keep none
         self.total = 0  # events ever recorded; the next one gets this sequence number
         self._cleared = 0  # events removed on purpose by clear(), not counted as dropped
-        # Called with each open, error and close event as it is recorded (not messages: they
-        # are the hot path), even with the log off.
+        # Called with each open, error, close and output event as it is recorded (not
+        # messages: they are the hot path), even with the log off.
         self.listener: Callable[[Event], None] | None = None
 
     @property

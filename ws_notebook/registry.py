@@ -3,12 +3,15 @@
 An :class:`Endpoint` is what stays put while a user iterates: redefining it swaps the handlers
 and descriptor in place, so connections that are already open carry on and get the new
 handlers' events from then on. It also runs the handlers, and is where a handler that raises
-is caught, logged and reported to ``on_error`` without disturbing anything else.
+is caught, logged and reported to ``on_error`` without disturbing anything else. While a
+handler runs, ``output.running`` names its client, so that what it prints goes to the endpoint's
+log and output target (see :mod:`ws_notebook.output`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from .connection import Client, ConnectionClosed, encode
 from .descriptor import Descriptor, check_endpoint_name
 from .events import Event, EventLog
 from .handlers import EVENT_NAMES, Handlers
+from .output import Target, running
 
 __all__ = ["DEFAULT_LOG_CAPACITY", "Endpoint", "Mounted", "Registry", "UnknownEndpoint"]
 
@@ -60,6 +64,9 @@ class Endpoint:
         self.connections = 0  # over the endpoint's life, open or closed since
         self.messages_in = 0
         self.messages_out = 0
+        # Where what its handlers print goes besides the log (None: the process's own streams);
+        # whoever defines the endpoint sets it, as the notebook sets it to the defining cell.
+        self.output: Target | None = None
 
     @property
     def name(self) -> str:
@@ -134,23 +141,34 @@ class Endpoint:
 
     def _run(self, event: str, handler: Any, args: tuple, client: Client) -> Any:
         """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await."""
+        token = running.set(client)  # the error report too goes where the handler's prints go
         try:
             result = handler(*args)
         except _PROPAGATE:
             raise
         except BaseException as error:
             return self._failed(event, error, client)  # an async on_error, for Tornado to await
+        finally:
+            running.reset(token)
         if result is None or not hasattr(result, "__await__"):
             return None
         return self._finish(event, result, client)
 
     async def _finish(self, event: str, pending: Any, client: Client) -> None:
+        # Set here, in the task that awaits the handler: Tornado makes its task after _run
+        # returned, in a context without the variable; on_open is awaited in the connection's
+        # own task, which must not keep it.
+        token = running.set(client)
         try:
             await pending
         except _PROPAGATE:
             raise
         except BaseException as error:
             await self._failed_async(event, error, client)
+        finally:
+            # ValueError: the garbage collector closed the coroutine unfinished, from elsewhere.
+            with contextlib.suppress(ValueError):
+                running.reset(token)
 
     def _failed(self, event: str, error: BaseException, client: Client) -> Any:
         """Record a handler's exception and hand it to ``on_error``; the connection stays open."""
@@ -187,7 +205,7 @@ class Registry:
         self._subscribers: list[Subscriber] = []
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        """Call ``subscriber(endpoint, event)`` for every open, error and close event.
+        """Call ``subscriber(endpoint, event)`` for every open, error, close and output event.
 
         Of every endpoint mounted here, now or later, including after its log is replaced, and
         after it is unmounted (its clients still close). Unlike reading the bounded logs, nothing
@@ -218,6 +236,7 @@ class Registry:
             self._listen(endpoint)
             return Mounted(endpoint, None)
         replaced = current.descriptor
+        current.output = None  # the new definer says where its output goes
         if current.handlers is not handlers:
             current.handlers.release()  # the modules its handler module imported beside it
         current.descriptor = descriptor

@@ -6,6 +6,7 @@ import time
 
 from .connection import Client
 from .events import Event
+from .output import OUTPUT_KINDS
 
 __all__ = ["CLIENT_COLUMNS", "EVENT_COLUMNS", "client_row", "clock", "event_row", "payload"]
 
@@ -21,6 +22,7 @@ CLIENT_COLUMNS = [
     "state",
 ]
 EVENT_COLUMNS = ["time", "endpoint", "event", "client", "size", "payload / detail"]
+_SIZED = ("in", "out", *OUTPUT_KINDS)
 
 
 def clock(timestamp: float) -> str:
@@ -31,8 +33,8 @@ def clock(timestamp: float) -> str:
 
 
 def payload(event: Event) -> str:
-    """An event's detail, or its message preview: text as is, binary as hex; "…" if cut."""
-    if event.detail:
+    """An event's detail, or its preview (of a message or printed line): binary as hex; "…" if cut."""
+    if event.detail and event.kind not in OUTPUT_KINDS:
         return event.detail
     more = "…" if event.size > len(event.preview) else ""
     if isinstance(event.preview, bytes):
@@ -55,5 +57,5 @@ def client_row(client: Client) -> list[str]:
 
 
 def event_row(endpoint: str, event: Event) -> list[str]:
-    size = str(event.size) if event.kind in ("in", "out") else ""
+    size = str(event.size) if event.kind in _SIZED else ""
     return [clock(event.time), endpoint, event.kind, event.client, size, payload(event)]
