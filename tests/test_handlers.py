@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ws_notebook.handlers import EVENT_NAMES, HandlerError, Handlers
+from ws_notebook.handlers import EVENT_NAMES, HandlerError, Handlers, free_names
 
 
 class Recorder:
@@ -650,3 +650,115 @@ def test_from_object_bad_signature() -> None:
 
     with pytest.raises(HandlerError, match=r"^on_message\(a, b, c\) takes 3 arguments"):
         Handlers.from_object(Bad())
+
+
+# --- names a module reads but never defines ---------------------------------------------------
+
+
+def test_free_names_are_the_globals_read_and_never_bound_in_order_of_first_read() -> None:
+    source = textwrap.dedent(
+        """\
+        from __future__ import annotations
+        import json as j
+        LIMIT = 3
+
+        def on_message(message: Message, client) -> None:
+            global count
+            count = len(message)
+            def reply(text):
+                return PREFIX + text + suffix
+            client.send(reply(j.dumps([m for m in message if m not in SKIP])))
+
+        class Room:
+            members = MEMBERS
+            def join(self):
+                return super().join(LIMIT, count)
+        """
+    )
+    # count is bound by the assignment under ``global``; the annotations are never evaluated.
+    assert free_names(source) == {
+        "len": 7,
+        "PREFIX": 9,
+        "suffix": 9,
+        "SKIP": 10,
+        "MEMBERS": 13,
+        "super": 15,
+    }
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import json\ndef on_message(m, c):\n    c.send(json.dumps(m), len(m))\n",
+        "def on_open(c):\n    global n\n    n = 1\ndef on_close(c):\n    print(n)\n",
+        "try:\n    import ujson as json\nexcept ImportError:\n    json = None\n"
+        "def on_message(m, c):\n    c.send(json)\n",
+        "from helpers import *\ndef on_message(m, c):\n    c.send(shout(m))\n",
+        "def on_message(m, c):\n    c.send((__name__, __file__, [x for x in m]))\n",
+    ],
+    ids=["imports-and-builtins", "global-in-a-function", "try-import", "star-import", "dunders"],
+)
+def test_checking_without_running_accepts_names_that_are_defined(source: str) -> None:
+    assert Handlers.from_syntax(source, "h.py").source == source
+
+
+def test_checking_without_running_reports_every_undefined_name_with_its_line() -> None:
+    source = (
+        "import json\n"
+        "\n"
+        "def on_open(client):\n"
+        "    client.send(PREFIX)\n"
+        "\n"
+        "def on_message(message, client):\n"
+        "    client.send(PREFIX + json.dumps(shout(message)))\n"
+    )
+    with pytest.raises(HandlerError) as caught:
+        Handlers.from_syntax(source, "echo.py")
+    assert str(caught.value) == (
+        "echo.py:4: name 'PREFIX' is not defined\necho.py:7: name 'shout' is not defined"
+    )
+
+
+# --- running a cell again -------------------------------------------------------------------
+
+
+CHAT = textwrap.dedent(
+    """\
+    names = {}
+    tag = "v1"
+    started = object()
+    shout = str.upper
+    def on_open(client):
+        names[client] = client
+    def on_message(message, client):
+        return tag, names[client], message
+    """
+)
+
+
+def test_a_rerun_keeps_the_values_of_unchanged_assignments() -> None:
+    notebook: dict[str, object] = {}
+    first = Handlers.from_source(CHAT, "<cell>", notebook)
+    first.on_open("ada")
+    again = Handlers.from_source(CHAT, "<cell>", notebook, first)
+    assert again.kept == ("names", "tag", "started")  # not shout: a callable is the new run's
+    assert again.on_message("hi", "ada") == ("v1", "ada", "hi")
+    assert again.namespace["started"] is first.namespace["started"]
+    edited = Handlers.from_source(CHAT.replace('"v1"', '"v2"'), "<cell>", notebook, again)
+    assert edited.kept == ("names", "started")
+    assert edited.on_message("hi", "ada") == ("v2", "ada", "hi")
+
+
+def test_a_rerun_keeps_nothing_without_previous_handlers_from_source(tmp_path: Path) -> None:
+    path = tmp_path / "chat.py"
+    path.write_text(CHAT)
+    from_file = Handlers.from_file(path)
+    fresh = Handlers.from_source(CHAT, "<cell>", {}, from_file)
+    assert fresh.kept == ()  # a file's module state is its own
+    assert Handlers.from_source(CHAT, "<cell>", {}).kept == ()
+
+
+def test_a_rerun_does_not_keep_a_name_the_cell_no_longer_assigns() -> None:
+    first = Handlers.from_source(CHAT, "<cell>", {})
+    again = Handlers.from_source(CHAT.replace("names = {}\n", ""), "<cell>", {}, first)
+    assert "names" not in again.kept and "names" not in again.namespace

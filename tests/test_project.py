@@ -566,3 +566,86 @@ def test_handler_imports_a_module_beside_it(tmp_path: Path) -> None:
     (loaded,) = load_project(project)
     assert loaded.handlers.on_message("hi", None) == "HI"
     assert str(project) not in sys.path  # importable while loading, not for ever after
+
+
+# --- exporting a cell: the notebook names its code reads ------------------------------------------
+
+
+CELL = """\
+def on_message(message, client):
+    client.send(PREFIX + j.dumps(LIMITS) + ws_notebook.__name__ + join("a", "b") + str(len(message)))
+"""
+
+
+def test_export_writes_the_notebooks_imports_and_constants_its_code_reads(
+    workspace: Path, descriptor: Descriptor
+) -> None:
+    import json as j
+    from os.path import join
+
+    import ws_notebook
+
+    notebook = {
+        "PREFIX": ">> ",
+        "LIMITS": {"sizes": [1, 2.5], "names": ("a", None), "on": True, 3: "x"},
+        "j": j,
+        "ws_notebook": ws_notebook,
+        "join": join,
+        "unused": object(),  # not read by the cell: not written, not refused
+    }
+    export_endpoint(descriptor, CELL, workspace / "p", notebook)
+    module = (workspace / "p" / "echo.py").read_text("utf-8")
+    assert module == (
+        "# From the notebook, as it was when this endpoint was exported:\n"
+        "import json as j\n"
+        "import ws_notebook\n"
+        f"from {join.__module__} import join\n"
+        "PREFIX = '>> '\n"
+        "LIMITS = {'sizes': [1, 2.5], 'names': ('a', None), 'on': True, 3: 'x'}\n"
+        "\n" + CELL
+    )
+    assert only(load_project(workspace / "p", run_handlers=False)).handlers.defined == ["message"]
+    sent: list[str] = []
+    client = type("Client", (), {"send": staticmethod(sent.append)})
+    only(load_project(workspace / "p")).handlers.on_message("hi", client)
+    assert sent == [">> " + j.dumps(notebook["LIMITS"]) + "ws_notebook" + join("a", "b") + "2"]
+
+
+def test_export_keeps_the_docstring_and_future_imports_first(
+    workspace: Path, descriptor: Descriptor
+) -> None:
+    source = '"""Echo."""\nfrom __future__ import annotations\ndef on_open(client):\n    client.send(GREETING)\n'
+    export_endpoint(descriptor, source, workspace / "p", {"GREETING": "hi"})
+    assert (workspace / "p" / "echo.py").read_text("utf-8") == (
+        '"""Echo."""\nfrom __future__ import annotations\n'
+        "# From the notebook, as it was when this endpoint was exported:\n"
+        "GREETING = 'hi'\n"
+        "\n"
+        "def on_open(client):\n    client.send(GREETING)\n"
+    )
+
+
+def test_export_of_a_cell_that_reads_no_notebook_name_is_the_cell(
+    workspace: Path, descriptor: Descriptor
+) -> None:
+    export_endpoint(descriptor, ECHO, workspace / "p", {"len": "shadowed, but not read"})
+    assert (workspace / "p" / "echo.py").read_text("utf-8") == ECHO
+
+
+def test_export_refuses_names_it_cannot_write_down(workspace: Path, descriptor: Descriptor) -> None:
+    def helper() -> None:
+        pass
+
+    helper.__module__ = "__main__"  # as a function defined in a notebook cell is
+    source = "def on_open(client):\n    client.send(str((helper, ratio, conn, nowhere)))\n"
+    notebook = {"helper": helper, "ratio": float("nan"), "conn": Path("/")}
+    with pytest.raises(HandlerError) as caught:
+        export_endpoint(descriptor, source, workspace / "p", notebook)
+    assert str(caught.value) == (
+        "cannot export 'echo': the handlers use names from the notebook that cannot be written "
+        "into the exported module: helper (a function defined in the notebook), ratio (a float "
+        f"object), conn (a {type(Path('/')).__name__} object), nowhere (not defined in the "
+        "notebook); define them in the endpoint's cell (or import them there from a module) "
+        "and export again"
+    )
+    assert not (workspace / "p").exists()

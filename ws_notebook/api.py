@@ -8,6 +8,8 @@ notebook or script needs. The names mirror codbex's ``websockets`` API where one
 from __future__ import annotations
 
 import atexit
+import difflib
+import importlib.util
 import json
 import os
 from collections.abc import Iterable
@@ -18,7 +20,7 @@ from .connection import Client
 from .descriptor import Descriptor
 from .handlers import Handlers
 from .project import export_endpoint, load_project
-from .registry import Endpoint, Mounted
+from .registry import Endpoint, Mounted, UnknownEndpoint
 from .server import Limits, Server, ServerError
 from .watch import ProjectWatcher
 
@@ -36,9 +38,11 @@ __all__ = [
     "jupyter_base_url",
     "load_descriptor",
     "mount",
+    "proxy_installed",
     "proxy_path",
     "reset",
     "serve",
+    "set_default_server",
     "start",
     "stop",
     "unmount",
@@ -49,6 +53,9 @@ __all__ = [
 _server: Server | None = None
 _watchers: dict[Path, ProjectWatcher] = {}
 _stop_at_exit_registered = False
+# Endpoints unmounted on purpose, by name: what stopped them and how to serve them again, so
+# that using one afterwards says so rather than that no such endpoint exists.
+_stopped: dict[str, str] = {}
 
 
 def default_server() -> Server:
@@ -57,6 +64,17 @@ def default_server() -> Server:
     if _server is None:
         _server = Server()
     return _server
+
+
+def set_default_server(server: Server) -> None:
+    """Make ``server`` the one these functions act on.
+
+    ``ws-notebook serve`` makes its own server; handlers it runs that call
+    ``ws_notebook.broadcast(client.endpoint, ...)`` or ``ws_notebook.clients(...)``, as cells do,
+    must reach that server's endpoints, not an empty one of their own.
+    """
+    global _server
+    _server = server
 
 
 def start(
@@ -108,6 +126,7 @@ def mount(
 ) -> Mounted:
     """Mount or redefine an endpoint without starting the server."""
     found = Handlers() if handlers is None else Handlers.from_object(handlers)
+    _stopped.pop(descriptor.endpoint, None)
     return default_server().registry.mount(descriptor, found, log_capacity)
 
 
@@ -139,9 +158,23 @@ def serve(
     return mount(endpoint, handlers, log_capacity=log_capacity).endpoint
 
 
-def unmount(name: str) -> Endpoint:
-    """Remove an endpoint; its clients are closed with 1001."""
-    return default_server().registry.unmount(name)
+def unmount(name: str, *, stopped_with: str | None = None) -> Endpoint:
+    """Remove an endpoint; its clients are closed with 1001.
+
+    Using the name afterwards is an error saying it was stopped with ``stopped_with`` (what the
+    user typed; by default this call) and how to serve it again.
+    """
+    found = _endpoint(name)
+    default_server().registry.unmount(name)
+    location = found.descriptor.location
+    if location.startswith("notebook"):
+        again = "run its cell again to serve it"
+    elif location == "python":
+        again = "serve it again with ws_notebook.serve"
+    else:
+        again = "load its .websocket file again to serve it"
+    _stopped[name] = f"was stopped with {stopped_with or f'ws_notebook.unmount({name!r})'}; {again}"
+    return found
 
 
 def stop() -> None:
@@ -156,10 +189,28 @@ def reset() -> None:
     unwatch()
     stop()
     _server = None
+    _stopped.clear()
 
 
 def endpoint(name: str) -> Endpoint:
-    return default_server().registry.get(name)
+    """The mounted endpoint of that name; UnknownEndpoint says what went wrong if there is none:
+    stopped (and how to serve it again), or a misspelling (with the names it may have meant)."""
+    return _endpoint(name)
+
+
+# ``endpoint`` under another name, for the functions whose parameter is called ``endpoint``.
+def _endpoint(name: str) -> Endpoint:
+    registry = default_server().registry
+    found = registry.find(name)
+    if found is not None:
+        return found
+    if name in _stopped:
+        raise UnknownEndpoint(f"endpoint {name!r} {_stopped[name]}")
+    mounted = sorted(e.name for e in registry)
+    by_case = {known.lower(): known for known in [*_stopped, *mounted]}
+    close = difflib.get_close_matches(name.lower(), by_case, n=3, cutoff=0.6)
+    meant = f"; did you mean {' or '.join(repr(by_case[c]) for c in close)}?" if close else ""
+    raise UnknownEndpoint(f"no endpoint {name!r} (mounted: {', '.join(mounted) or 'none'}){meant}")
 
 
 def endpoints() -> list[Endpoint]:
@@ -171,9 +222,8 @@ def url(name: str, with_token: bool = False) -> str:
 
     ``with_token=True`` adds the server's ``?token=``: for a client to use, never to display.
     """
-    server = default_server()
-    server.registry.get(name)
-    return server.url(name, with_token=with_token)
+    _endpoint(name)
+    return default_server().url(name, with_token=with_token)
 
 
 def jupyter_base_url() -> str:
@@ -198,16 +248,22 @@ def jupyter_base_url() -> str:
     return "/"
 
 
+def proxy_installed() -> bool:
+    """Whether jupyter-server-proxy is installed here, so that ``proxy_path`` can lead anywhere."""
+    return importlib.util.find_spec("jupyter_server_proxy") is not None
+
+
 def proxy_path(name: str) -> str:
     """The path to the endpoint through jupyter-server-proxy, on the notebook page's own host."""
-    server = default_server()
-    server.registry.get(name)
-    return server.proxy_path(name, jupyter_base_url())
+    _endpoint(name)
+    return default_server().proxy_path(name, jupyter_base_url())
 
 
 def clients(endpoint: str | None = None) -> list[Client]:
     """Open clients of one endpoint, or of all endpoints."""
-    return default_server().registry.clients(endpoint)
+    if endpoint is not None:
+        return list(_endpoint(endpoint).clients.values())
+    return default_server().registry.clients()
 
 
 def client(client_id: str) -> Client | None:
@@ -221,12 +277,12 @@ getClient = client
 
 def broadcast(endpoint: str, message: Any) -> int:
     """Send a message to every client of an endpoint; returns how many got it."""
-    return default_server().registry.get(endpoint).broadcast(message)
+    return _endpoint(endpoint).broadcast(message)
 
 
 def events(endpoint: str, since: int = 0) -> list[dict[str, Any]]:
     """The endpoint's event log, oldest first, as dicts."""
-    return [event.as_dict() for event in default_server().registry.get(endpoint).log.since(since)]
+    return [event.as_dict() for event in _endpoint(endpoint).log.since(since)]
 
 
 def load_descriptor(
@@ -255,6 +311,8 @@ def load_descriptor(
     start(host, port)
     watcher.start()
     _watchers[key] = watcher
+    for item in loaded:
+        _stopped.pop(item.descriptor.endpoint, None)
     return [registry.get(item.descriptor.endpoint) for item in loaded]
 
 
@@ -268,6 +326,11 @@ def unwatch(path: str | Path | None = None) -> None:
 
 
 def export(name: str, directory: str | Path) -> Path:
-    """Write a mounted endpoint as ``DIR/NAME.websocket`` plus its handler module."""
-    found = default_server().registry.get(name)
-    return export_endpoint(found.descriptor, found.handlers.source, directory)
+    """Write a mounted endpoint as ``DIR/NAME.websocket`` plus its handler module.
+
+    An endpoint defined in a cell takes the notebook's imports and constants its handlers use
+    along (see ``export_endpoint``).
+    """
+    found = _endpoint(name)
+    handlers = found.handlers
+    return export_endpoint(found.descriptor, handlers.source, directory, handlers.notebook)

@@ -9,11 +9,13 @@ SIGINT or SIGTERM closes every client with 1001 (going away) and exits 0.
 What the server does is logged to stderr, one line per event::
 
     2026-11-25 12:00:00 echo c3 open 127.0.0.1
+    2026-11-25 12:00:01 echo c3 stdout got bad input
     2026-11-25 12:00:01 echo c3 error on_message raised ValueError: bad input
     2026-11-25 12:00:02 echo c3 close 1000
 
 Every open, error and close is printed, however many messages flow: the registry hands them to
-the printer as they are recorded, and it prints them every 0.1 s. With ``-v``, messages in and
+the printer as they are recorded, and it prints them every 0.1 s. So is every line a handler
+prints (to stdout or stderr), attributed to its endpoint and client. With ``-v``, messages in and
 out are read from the endpoints' bounded event logs (the record ``%websocket log`` reads), so
 under a flood some are only counted. The rest is the ``ws_notebook`` logger. Headers, cookies,
 tokens and query strings are never logged.
@@ -36,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import api, output
 from .events import Event, EventLog
 from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
 from .registry import Endpoint, Registry
@@ -315,10 +318,14 @@ async def _serve(args: argparse.Namespace) -> int:
     except ServerError as error:  # unreadable TLS files
         print(f"ws-notebook: {error}", file=sys.stderr)
         return INVALID
+    api.set_default_server(server)  # handlers' ws_notebook.broadcast(...) reach these endpoints
     restore = _log_to_stderr(args.verbose, before=printer.flush)
+    routing = output.install(echo=False)  # handlers' prints become events, printed as above
     try:
         return await _run(server, watcher, printer, args)
     finally:
+        routing.restore()
+        printer.flush()  # a line a handler left unfinished
         restore()
 
 
@@ -477,11 +484,12 @@ def _printable(text: str) -> str:
 
 
 class _EventPrinter:
-    """Prints the endpoints' open, error and close events (and, verbose, in/out) as log lines.
+    """Prints the endpoints' open, error, close and output events (and, verbose, in/out) as log
+    lines.
 
-    Opens, errors and closes come from the registry as they are recorded, so none is missed
-    however many messages flow; they wait for the next flush, to be printed in order with the
-    rest. Verbose in/out lines are read from each endpoint's bounded event log from where the
+    Opens, errors, closes and the lines handlers print come from the registry as they are
+    recorded, so none is missed however many messages flow; they wait for the next flush, to be
+    printed in order with the rest. Verbose in/out lines are read from each endpoint's bounded event log from where the
     last flush left off: under a flood, those pushed out are counted, not printed. Lines carry
     the time the event happened. Unmounted endpoints are read until their clients have closed.
     """

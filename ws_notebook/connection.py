@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import decimal
 import functools
 import itertools
 import json
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
@@ -66,16 +69,41 @@ def _frame(message: str | bytes, binary: bool, payload: bytes) -> Frame:
     return Frame(message, binary, (header, payload))
 
 
+def _json_default(value: Any) -> Any:
+    """What JSON has no type for, as handlers commonly send it: datetimes, dates and times as
+    ISO 8601 text, Decimal and UUID as text (so no digit is lost), sets as lists."""
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise TypeError(
+        f"cannot send {shown} as JSON: a {type(value).__name__} has no JSON form; convert it "
+        "first (to str, a number, a list or a dict), or send text you encoded yourself, such "
+        "as json.dumps(message, default=str)"
+    )
+
+
+# Made once: json.dumps(message, default=...) would make an encoder for every message.
+_to_json = json.JSONEncoder(default=_json_default).encode
+
+
 def encode(message: Any) -> Frame:
-    """Text as a text frame, bytes as binary, JSON for dicts, lists and numbers."""
+    """Text as a text frame, bytes as binary, JSON for dicts, lists, sets and numbers."""
     if message.__class__ is str:  # the common case first: no ABC checks
         return _frame(message, False, message.encode())
     if message.__class__ is Frame:
         return message
     if isinstance(message, (bytearray, memoryview)):
         message = bytes(message)
-    elif isinstance(message, (Mapping, list, tuple, int, float, bool)) or message is None:
-        message = json.dumps(message)
+    elif (
+        isinstance(message, (Mapping, list, tuple, set, frozenset, int, float, bool))
+        or message is None
+    ):
+        message = _to_json(message)
     if message.__class__ is bytes:
         return _frame(message, True, message)
     if isinstance(message, str):

@@ -8,16 +8,20 @@ be ``async def``.
 
 A handler module loaded from a file imports the modules beside it from a namespace of its own
 (:mod:`ws_notebook.imports`); ``from_file(path, run=False)`` checks one without running it.
+A cell's handlers run in a namespace of their own that falls back to the notebook's globals;
+running the cell again keeps the state its unchanged assignments hold (see ``from_source``).
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import dataclasses
 import difflib
 import inspect
 import linecache
+import symtable
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +30,7 @@ from typing import Any
 
 from .imports import LocalImports
 
-__all__ = ["HandlerError", "Handlers", "EVENT_NAMES"]
+__all__ = ["HandlerError", "Handlers", "EVENT_NAMES", "free_names"]
 
 # event -> (Python name, codbex name, the arguments a handler is offered)
 EVENT_NAMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -36,6 +40,21 @@ EVENT_NAMES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "close": ("on_close", "onClose", ("client",)),
 }
 _ALL_NAMES = [name for python, codbex, _ in EVENT_NAMES.values() for name in (python, codbex)]
+# Names every module has without binding them.
+_MODULE_NAMES = frozenset(
+    [
+        "__name__",
+        "__file__",
+        "__doc__",
+        "__builtins__",
+        "__spec__",
+        "__loader__",
+        "__package__",
+        "__cached__",
+        "__annotations__",
+        "__path__",
+    ]
+)
 
 
 class HandlerError(ValueError):
@@ -125,6 +144,10 @@ class Handlers:
     # defines. The functions above are then all None, so nothing of it can be called.
     static_events: tuple[str, ...] | None = None
     imports: LocalImports | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The globals the handlers run in, for code run by from_source: a re-run of the cell takes
+    # its state from here, and an export the notebook names the handlers use.
+    namespace: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    kept: tuple[str, ...] = ()  # names whose values a re-run kept from the previous run
 
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any], source: str | None = None) -> Handlers:
@@ -157,19 +180,33 @@ class Handlers:
 
     @classmethod
     def from_source(
-        cls, source: str, filename: str, fallback: Mapping[str, Any] | None = None
+        cls,
+        source: str,
+        filename: str,
+        fallback: Mapping[str, Any] | None = None,
+        previous: Handlers | None = None,
     ) -> Handlers:
         """Run handler code and pick its handlers.
 
         With ``fallback`` (a notebook's globals), the code gets a namespace of its own whose
         missing names are looked up there, live: handlers see notebook state, and two endpoints
         can each define ``on_message`` or a helper of the same name without clashing.
+
+        With ``previous`` (the handlers the endpoint has now, from an earlier run of the cell),
+        state survives the re-run, because connections kept open rely on it: a top-level
+        assignment whose expression is unchanged (``names = {}``) keeps the value it holds now,
+        so what ``on_open`` stored for a client is still there for its next message. An edited
+        assignment takes its new value; functions, classes and modules are always the new ones.
+        ``kept`` lists the names kept.
         """
+        code = _compile(source, filename)
         namespace: dict[str, Any] = (
             _NotebookScope(fallback) if fallback is not None else {"__name__": Path(filename).stem}
         )
-        _execute(_compile(source, filename), source, filename, namespace)
-        return cls.from_namespace(namespace, source)
+        _execute(code, source, filename, namespace)
+        kept = _keep_state(previous, source, namespace) if previous is not None else ()
+        handlers = cls.from_namespace(namespace, source)
+        return dataclasses.replace(handlers, namespace=namespace, kept=kept)
 
     @classmethod
     def from_syntax(cls, source: str, filename: str) -> Handlers:
@@ -178,10 +215,14 @@ class Handlers:
         Syntax errors, the handlers a module defines at module level (``def``, ``async def``, an
         assignment, an import), their signatures (for ``def`` and ``lambda``), near-miss names
         and a handler defined under both names are found as when the module runs; what running
-        it would raise is not. The result has no functions: ``static_events`` lists the events.
+        it would raise is not, except for names the module reads but never defines (neither
+        assigned, imported nor defined at module level, nor builtins): running it would raise
+        NameError, as a handler exported without the notebook's globals it used did.
+        The result has no functions: ``static_events`` lists the events.
         """
         tree = _compile(source, filename, ast.PyCF_ONLY_AST)
         _compile(tree, filename)  # what only the compiler finds, such as 'return' outside a def
+        _check_defined(source, tree, filename)
         bound = dict(_bindings(tree.body))  # the last binding of a name wins, as when it runs
         events = []
         for event, (python, codbex, offered) in EVENT_NAMES.items():
@@ -258,6 +299,11 @@ class Handlers:
             self.imports.release()
 
     @property
+    def notebook(self) -> Mapping[str, Any] | None:
+        """The notebook globals a cell's handlers fall back to; None for a file or an object."""
+        return self.namespace.fallback if isinstance(self.namespace, _NotebookScope) else None
+
+    @property
     def defined(self) -> list[str]:
         """Names of the events this set reacts to."""
         if self.static_events is not None:
@@ -295,6 +341,76 @@ def _bindings(body: list[ast.stmt]) -> Iterator[tuple[str, ast.AST]]:
             blocks += [handler.body for handler in getattr(statement, "handlers", [])]
             for block in blocks:
                 yield from _bindings(block)
+
+
+def free_names(source: str, filename: str = "<handler>") -> dict[str, int]:
+    """The global names code reads but does not bind at module level, each with the first line
+    reading it, in the order they are first read: what it takes from elsewhere (builtins, a
+    notebook's globals).
+
+    A name a function assigns under ``global`` counts as bound. The source must compile.
+    """
+    top = symtable.symtable(source, filename, "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    read: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            if symbol.is_declared_global() and symbol.is_assigned():
+                bound.add(symbol.get_name())
+            elif symbol.is_referenced() and symbol.is_global():
+                read.add(symbol.get_name())
+    free = read - bound - _MODULE_NAMES
+    first: dict[str, tuple[int, int]] = {}  # (line, column)
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Name) and node.id in free:
+            here = (node.lineno, node.col_offset)
+            first[node.id] = min(first.get(node.id, here), here)
+    return {name: first[name][0] for name in sorted(first, key=first.__getitem__)}
+
+
+def _check_defined(source: str, tree: ast.Module, filename: str) -> None:
+    """HandlerError naming, with its line, every name the module reads but nothing defines."""
+    if any(
+        isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names)
+        for node in tree.body
+    ):
+        return  # ``from x import *`` may define anything
+    undefined = [
+        f"{filename}:{line}: name {name!r} is not defined"
+        for name, line in free_names(source, filename).items()
+        if not hasattr(builtins, name)
+    ]
+    if undefined:
+        raise HandlerError("\n".join(undefined))
+
+
+def _assignments(source: str) -> dict[str, str]:
+    """The names top-level assignments bind, each with its expression (``ast.dump``, so spacing
+    and comments do not count); the last assignment of a name wins, as when the code runs."""
+    bindings = _bindings(ast.parse(source).body)
+    return {name: ast.dump(node) for name, node in bindings if isinstance(node, ast.expr)}
+
+
+def _keep_state(previous: Handlers, source: str, namespace: dict[str, Any]) -> tuple[str, ...]:
+    """Put the values of ``previous``'s unchanged assignments back into a re-run's namespace.
+
+    Only data is kept: a function, class or module (or any callable) is the new run's.
+    """
+    if previous.namespace is None or previous.source is None:
+        return ()
+    before = _assignments(previous.source)
+    kept = []
+    for name, expression in _assignments(source).items():
+        if before.get(name) != expression or name not in previous.namespace:
+            continue
+        value = previous.namespace[name]
+        if name in namespace and not callable(value) and not isinstance(value, types.ModuleType):
+            namespace[name] = value
+            kept.append(name)
+    return tuple(kept)
 
 
 def _execute(code: types.CodeType, source: str, filename: str, namespace: dict[str, Any]) -> None:
@@ -338,11 +454,11 @@ class _NotebookScope(dict):
 
     def __init__(self, fallback: Mapping[str, Any]) -> None:
         super().__init__(__name__="__main__")
-        self._fallback = fallback
+        self.fallback = fallback
 
     def __missing__(self, name: str) -> Any:
         try:
-            return self._fallback[name]
+            return self.fallback[name]
         except KeyError:
             pass
         builtins = self.get("__builtins__")

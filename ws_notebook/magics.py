@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
-from . import api
+from . import api, output
 from .browser import BrowserClient
 from .descriptor import Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
@@ -37,13 +37,30 @@ __all__ = ["WebSocketMagics", "load_ipython_extension", "unload_ipython_extensio
 _USER_ERRORS = (DescriptorError, HandlerError, ProjectError, UnknownEndpoint, ServerError)
 
 
+# IPython's help formatter writes its own '%' before a parser's name: "%websocket" shows as
+# %%websocket, "websocket" as %websocket.
+_CELL_DESCRIPTION = """\
+Define the endpoint NAME. Its handlers are the cell's functions: on_open(client),
+on_message(message, client), on_error(error, client), on_close(client) (any subset, async def
+allowed; codbex's onOpen, onMessage, onError, onClose work too). The cell has a namespace of
+its own that sees the notebook's globals, live.
+
+Running the cell again replaces the handlers in place: open connections stay open, and the
+cell's state stays with them. A top-level assignment you did not change (names = {}) keeps the
+value it holds, so what on_open stored for a client is still there; an assignment you edited
+takes its new value; functions, classes and imports are always the new ones. The output names
+the values kept. --reset runs the cell afresh instead (connections still stay open).
+"""
+
+_CELL_EPILOG = """\
+%websocket COMMAND manages endpoints (%websocket? shows each command and its options):
+list, url, clients, send, log, stop, start, load, unwatch, export, browser, monitor.
+"""
+
+
 def _cell_parser() -> MagicArgumentParser:
     parser = MagicArgumentParser(
-        prog="%%websocket",
-        description="Define an endpoint whose handlers are the cell's functions: on_open(client), "
-        "on_message(message, client), on_error(error, client), on_close(client) (any subset, "
-        "async def allowed; codbex's onOpen, onMessage, onError, onClose work too). "
-        "Running the cell again replaces the handlers in place; open connections stay open.",
+        prog="%websocket", description=_CELL_DESCRIPTION, epilog=_CELL_EPILOG
     )
     parser.add_argument("name", help="endpoint name: letters, digits, '-', '_', '.'")
     parser.add_argument("--description", default="", help="what the endpoint is for")
@@ -65,24 +82,31 @@ def _cell_parser() -> MagicArgumentParser:
         default=None,
         help="events the endpoint's log keeps (default: 1000); older ones are counted as dropped",
     )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="keep no value from the cell's previous run (open connections still stay open)",
+    )
     return parser
 
 
 def _line_parser() -> MagicArgumentParser:
-    parser = MagicArgumentParser(prog="%websocket", description="Manage WebSocket endpoints.")
+    parser = MagicArgumentParser(prog="websocket", description="Manage WebSocket endpoints.")
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=MagicArgumentParser
     )
-    commands.add_parser("list", help="table of endpoints")
-    url = commands.add_parser("url", help="the ws:// URL of an endpoint, and its path via Jupyter")
+
+    def command(name: str, summary: str) -> MagicArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    command("list", "table of endpoints")
+    url = command("url", "the ws:// URL of an endpoint, and its path via Jupyter's proxy")
     url.add_argument("name")
-    stop = commands.add_parser(
-        "stop", help="unmount NAME (clients closed, 1001), or stop the server"
-    )
+    stop = command("stop", "unmount NAME (its clients are closed, 1001), or stop the server")
     stop.add_argument("name", nargs="?")
-    start = commands.add_parser("start", help="start the server (endpoints stay mounted)")
-    start.add_argument("--port", type=int, default=None)
-    start.add_argument("--host", default=None)
+    start = command("start", "start the server (endpoints stay mounted)")
+    start.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    start.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
     start.add_argument("--certfile", help="PEM certificate (chain): serve wss://")
     start.add_argument("--keyfile", help="PEM private key, if not in the certfile")
     start.add_argument("--token", help="clients must send it (Bearer or ?token=); 'auto' makes one")
@@ -109,30 +133,48 @@ def _line_parser() -> MagicArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="offer permessage-deflate (--no-compression: do not)",
     )
-    clients = commands.add_parser("clients", help="table of open connections")
+    clients = command("clients", "table of open connections, of NAME or of every endpoint")
     clients.add_argument("name", nargs="?")
-    send = commands.add_parser("send", help="send MESSAGE to every client of NAME")
+    send = command("send", "send MESSAGE to every client of NAME")
     send.add_argument("name")
     send.add_argument("message", nargs="+")
-    log = commands.add_parser("log", help="the event log of NAME, or of every endpoint")
+    log = command("log", "the event log of NAME, or of every endpoint")
     log.add_argument("name", nargs="?")
     log.add_argument("-n", "--last", type=int, default=50, help="how many events (default 50)")
-    load = commands.add_parser("load", help="mount a .websocket file, or every one under a folder")
+    load = command("load", "mount a .websocket file, or every one under a folder")
     load.add_argument("path")
     load.add_argument(
         "--watch", action="store_true", help="reload as files change (until %%websocket unwatch)"
     )
-    unwatch = commands.add_parser("unwatch", help="stop watching PATH (or every folder)")
+    unwatch = command("unwatch", "stop watching PATH (or every folder)")
     unwatch.add_argument("path", nargs="?")
-    export = commands.add_parser("export", help="write NAME as DIR/NAME.websocket + handler module")
+    export = command(
+        "export",
+        "write NAME as DIR/NAME.websocket and its handler module DIR/NAME.py, with the "
+        "notebook's imports and constants its handlers use",
+    )
     export.add_argument("name")
     export.add_argument("directory")
-    browser = commands.add_parser("browser", help="a WebSocket client in this page, to NAME")
+    browser = command("browser", "a WebSocket client in this page, to NAME")
     browser.add_argument("name")
-    browser.add_argument("--mode", choices=["auto", "direct", "proxy"], default="auto")
-    monitor = commands.add_parser("monitor", help="live panel of NAME, or of every endpoint")
+    browser.add_argument(
+        "--mode",
+        choices=["auto", "direct", "proxy"],
+        default="auto",
+        help="how the page reaches the kernel (default: auto, the proxy when it answers)",
+    )
+    monitor = command("monitor", "live panel of NAME, or of every endpoint")
     monitor.add_argument("name", nargs="?")
     return parser
+
+
+def _line_help() -> str:
+    """The line magic's help: the command list, then every command with its options."""
+    parser = _line_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return "\n".join(
+        [parser.format_help(), *(sub.format_help() for sub in commands.choices.values())]
+    )
 
 
 class Table:
@@ -175,18 +217,68 @@ def _parse(parser: MagicArgumentParser, line: str) -> Any:
     return parser.parse_args(arg_split(line, posix=True))
 
 
+def _shown(error: Exception) -> str:
+    """An error as the user reads it: a syntax error with its line and a caret under the place,
+    as IPython shows one."""
+    cause = error.__cause__
+    if not isinstance(cause, SyntaxError) or not cause.text or not cause.offset:
+        return str(error)
+    line = cause.text.rstrip("\n")
+    code = line.lstrip()
+    start = cause.offset - 1 - (len(line) - len(code))
+    same_line = cause.end_lineno in (None, cause.lineno) and (cause.end_offset or 0) > cause.offset
+    width = cause.end_offset - cause.offset if same_line else 1
+    return f"{error}\n    {code}\n    {' ' * max(start, 0)}{'^' * max(width, 1)}"
+
+
 @magics_class
 class WebSocketMagics(Magics):
-    @line_cell_magic
-    def websocket(self, line: str, cell: str | None = None) -> Any:
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)
+        # The execution count each endpoint cell last ran as, by cell: the cell ids in a
+        # descriptor's location are not shown anywhere, "[n]" is.
+        self._executed: dict[str, int] = {}
+
+    @cell_magic("websocket")
+    def websocket_cell(self, line: str, cell: str) -> None:
         try:
-            if cell is None:
-                return self._command(line)
-            return self._define(line, cell)
+            self._define(line, cell)
         except _USER_ERRORS as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(_shown(error)) from None
+
+    @line_magic("websocket")
+    def websocket_command(self, line: str) -> Any:
+        try:
+            return self._command(line)
+        except _USER_ERRORS as error:
+            raise UsageError(_shown(error)) from None
 
     # --- %%websocket NAME ---------------------------------------------------------------
+
+    def _run_cell(self, args: Any, cell: str, where: str, filename: str) -> Handlers:
+        """The cell's handlers; a re-run keeps the values the cell's unchanged assignments hold
+        (unless ``--reset``), because the connections kept open rely on them."""
+        current = api.default_server().registry.find(args.name)
+        previous = None if args.reset or current is None else current.handlers
+        handlers = Handlers.from_source(cell, filename, self.shell.user_ns, previous)
+        self._executed[where] = self.shell.execution_count - 1  # counted before the cell ran
+        if handlers.kept:
+            names = ", ".join(handlers.kept)
+            print(
+                f"{args.name}: kept the values of {names} from the cell's previous run "
+                "(unchanged assignments; --reset for fresh values)"
+            )
+        return handlers
+
+    def _origin(self, previous: Descriptor) -> str:
+        """Where the endpoint a cell replaced came from, as the user can recognise it."""
+        location = previous.location
+        if location.startswith("notebook"):
+            count = self._executed.get(location)
+            return "defined in another cell" + (f" (executed as [{count}])" if count else "")
+        if location == "python":
+            return "defined by ws_notebook.serve"
+        return f"defined by {location or 'a .websocket file'}"
 
     def _define(self, line: str, cell: str) -> None:
         args = _parse(_cell_parser(), line)
@@ -196,7 +288,7 @@ class WebSocketMagics(Magics):
             raise UsageError(f"%%websocket: {error}") from None
         where = self._cell_reference()
         filename = f"<%%websocket {args.name} {where}>"
-        handlers = Handlers.from_source(cell, filename, fallback=self.shell.user_ns)
+        handlers = self._run_cell(args, cell, where, filename)
         for warning in handlers.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         descriptor = Descriptor.new(
@@ -208,6 +300,7 @@ class WebSocketMagics(Magics):
         )
         server = api.start(args.host, args.port)  # first: a busy port must not leave it mounted
         mounted = api.mount(descriptor, handlers, log_capacity=args.log_capacity)
+        mounted.endpoint.output = _cell_output(self.shell)  # this cell, even once others ran
         url = server.url(args.name)
         defined = ", ".join(handlers.defined) or "none: only broadcast will reach clients"
         previous = mounted.replaced
@@ -215,7 +308,7 @@ class WebSocketMagics(Magics):
             print(f"{args.name}: serving at {url} (handlers: {defined})")
         elif previous.location != descriptor.location:
             print(
-                f"{args.name}: replaced the endpoint defined by {previous.location}; "
+                f"{args.name}: replaced the endpoint {self._origin(previous)}; "
                 f"{len(mounted.endpoint.clients)} open connections now use this cell's handlers "
                 f"({defined}), at {url}"
             )
@@ -269,16 +362,17 @@ class WebSocketMagics(Magics):
 
     def _url(self, args: Any) -> None:
         print(api.url(args.name))
-        print(
-            f"via Jupyter's proxy (JupyterHub, Binder): {api.proxy_path(args.name)} on the notebook's host"
-        )
+        if api.proxy_installed():  # else the path would lead nowhere
+            print(
+                f"via Jupyter's proxy (JupyterHub, Binder): {api.proxy_path(args.name)} on the notebook's host"
+            )
 
     def _browser(self, args: Any) -> None:
         display(BrowserClient(args.name, mode=args.mode))
 
     def _stop(self, args: Any) -> None:
         if args.name:
-            endpoint = api.unmount(args.name)
+            endpoint = api.unmount(args.name, stopped_with=f"%websocket stop {args.name}")
             print(f"{args.name}: unmounted, {len(endpoint.clients)} clients closed (1001)")
             return
         clients = len(api.clients())
@@ -363,23 +457,57 @@ class WebSocketMagics(Magics):
         print(f"{args.name}: wrote {path} and {path.with_suffix('.py')}")
 
 
-WebSocketMagics.websocket.__doc__ = dedent(
-    "Define WebSocket endpoints from cells, and manage them.\n\n"
-    + _cell_parser().format_help()
-    + "\n"
-    + _line_parser().format_help()
-    + f"\nClients connect to ws://HOST:PORT{SERVICE_PATH}NAME (or {V4_SERVICE_PATH}NAME).\n"
-)
+_CONNECT = f"\nClients connect to ws://HOST:PORT{SERVICE_PATH}NAME (or {V4_SERVICE_PATH}NAME).\n"
+WebSocketMagics.websocket_cell.__doc__ = dedent(_cell_parser().format_help() + _CONNECT)
+WebSocketMagics.websocket_command.__doc__ = dedent(_line_help() + _CONNECT)
 
 _log_handler: logging.Handler | None = None
+_routing: output.Routing | None = None
+_last_stream: str | None = None  # the kernel stream that handler output went to last
+
+
+def _cell_output(shell: Any) -> output.Target | None:
+    """Where the handlers of the endpoint the running cell defines print: under that cell.
+
+    ipykernel's streams send text as output of the request their context names, which for a
+    handler is whichever cell started the server; this names the defining cell instead. None
+    outside a kernel (a terminal IPython): handler output goes to the terminal as it is.
+    """
+    get_parent = getattr(shell, "get_parent", None)
+    parent = get_parent() if get_parent is not None else None
+    if not parent or _routing is None:
+        return None
+    streams = {"stdout": _routing.stdout.stream, "stderr": _routing.stderr.stream}
+    if not all(hasattr(stream, "set_thread_parent") for stream in streams.values()):
+        return None
+
+    def write(name: str, text: str) -> None:
+        global _last_stream
+        if _last_stream is not None and _last_stream != name:
+            streams[_last_stream].flush()  # a print before a traceback shows before it
+        _last_stream = name
+        stream = streams[name]
+        token = stream.set_thread_parent(parent)
+        try:
+            stream.write(text)
+        finally:
+            stream.reset_thread_parent(token)
+
+    return write
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext ws_notebook``: register the magics and show handler errors in the notebook."""
-    global _log_handler
+    """``%load_ext ws_notebook``: register the magics, route handler output and errors to the
+    cells that defined the endpoints."""
+    global _log_handler, _routing
     ipython.register_magics(WebSocketMagics)
+    if _routing is None:
+        _routing = output.install()
     if _log_handler is None:
-        _log_handler = logging.StreamHandler(sys.stderr)
+        # Errors go where the handler's prints go; the event log has them already.
+        _log_handler = logging.StreamHandler(
+            output.Routed("stderr", _routing.stderr.stream, record=False)
+        )
         _log_handler.setFormatter(logging.Formatter("ws_notebook: %(message)s"))
         logger = logging.getLogger("ws_notebook")
         logger.addHandler(_log_handler)
@@ -388,11 +516,15 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext ws_notebook``: close every client with 1001, free the port, forget endpoints."""
-    global _log_handler
+    """``%unload_ext ws_notebook``: close every client with 1001, free the port, forget endpoints,
+    give back sys.stdout and sys.stderr."""
+    global _log_handler, _routing
     for panel in panels():
         panel.close()
     api.reset()
+    if _routing is not None:
+        _routing.restore()
+        _routing = None
     if _log_handler is not None:
         logger = logging.getLogger("ws_notebook")
         logger.removeHandler(_log_handler)

@@ -4,19 +4,27 @@ Loading checks every descriptor and handler of a folder before anything is mount
 project with three broken files reports all three at once. Handlers are only loaded from inside
 the project: loading runs a module's code, and a descriptor must not name one elsewhere on the
 machine. Exporting writes an endpoint back in the same layout, atomically, so that loading the
-folder again mounts the same endpoint.
+folder again mounts the same endpoint; a cell's handler module takes along the notebook's imports
+and constants it uses.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
+import math
 import os
+import sys
 import tempfile
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .descriptor import Descriptor, DescriptorError, printable, read_descriptor
-from .handlers import HandlerError, Handlers
+from .handlers import HandlerError, Handlers, free_names
 
 __all__ = [
     "LoadedEndpoint",
@@ -249,17 +257,123 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def export_endpoint(descriptor: Descriptor, source: str | None, directory: str | Path) -> Path:
+def _constant(value: Any) -> bool:
+    """Whether ``repr(value)`` is Python source giving the value back: str, bytes, int, finite
+    float, bool, None, and lists, tuples and dicts of those."""
+    kind = type(value)
+    if kind in (str, bytes, int, bool, type(None)):
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind in (list, tuple):
+        return all(_constant(item) for item in value)
+    if kind is dict:
+        return all(_constant(key) and _constant(item) for key, item in value.items())
+    return False
+
+
+def _import_of(value: Any) -> str | None:
+    """``from MODULE import NAME`` for a function or class a module defines; else None."""
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
+    if module in (None, "__main__") or not qualname.isidentifier():
+        return None
+    return (
+        f"from {module} import {qualname}"
+        if getattr(sys.modules.get(module), qualname, None) is value
+        else None
+    )
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, (types.FunctionType, type)):
+        return f"a {'class' if isinstance(value, type) else 'function'} defined in the notebook"
+    return f"a {type(value).__name__} object"
+
+
+def notebook_prelude(source: str, notebook: Mapping[str, Any]) -> list[str]:
+    """The lines giving a cell's code, run as a module, the notebook names it reads: imports,
+    then constants, each in the order the code first reads them.
+
+    A module becomes an ``import``, a function or class a module defines a ``from ... import``,
+    a constant (see ``_constant``) an assignment. Anything else (a function defined in the
+    notebook, an object, a name the notebook does not define) cannot be written down: a
+    HandlerError names each, so the export never writes a module that fails with NameError.
+    """
+    imports: list[str] = []
+    constants: list[str] = []
+    refused: list[str] = []
+    for name in free_names(source):
+        if name not in notebook:
+            if not hasattr(builtins, name):
+                refused.append(f"{name} (not defined in the notebook)")
+            continue
+        value = notebook[name]
+        if isinstance(value, types.ModuleType):
+            alias = "" if value.__name__ == name else f" as {name}"
+            imports.append(f"import {value.__name__}{alias}")
+        elif (line := _import_of(value)) is not None:
+            imports.append(line if line.endswith(f" {name}") else f"{line} as {name}")
+        elif _constant(value):
+            constants.append(f"{name} = {value!r}")
+        else:
+            refused.append(f"{name} ({_described(value)})")
+    if refused:
+        raise HandlerError(
+            "the handlers use names from the notebook that cannot be written into the exported "
+            f"module: {', '.join(refused)}; define them in the endpoint's cell (or import them "
+            "there from a module) and export again"
+        )
+    return imports + constants
+
+
+def _with_prelude(source: str, prelude: list[str]) -> str:
+    """``source`` with the prelude after its docstring and ``__future__`` imports, which must
+    come first."""
+    if not prelude:
+        return source
+    body = ast.parse(source).body
+    after = 0
+    for index, node in enumerate(body):
+        docstring = (
+            index == 0
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        )
+        if not docstring and not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+            break
+        after = node.end_lineno or after
+    lines = source.splitlines(keepends=True)
+    head = "".join(lines[:after])
+    if head and not head.endswith("\n"):
+        head += "\n"
+    taken = "# From the notebook, as it was when this endpoint was exported:\n"
+    return head + taken + "\n".join(prelude) + "\n\n" + "".join(lines[after:])
+
+
+def export_endpoint(
+    descriptor: Descriptor,
+    source: str | None,
+    directory: str | Path,
+    notebook: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``DIR/NAME.websocket`` and its handler ``DIR/NAME.py``; return the descriptor's path.
 
     The folder is treated as a codbex project named after itself, so ``location`` and ``handler``
-    read ``/DIR/NAME.websocket`` and ``DIR/NAME.py`` as the platform writes them.
+    read ``/DIR/NAME.websocket`` and ``DIR/NAME.py`` as the platform writes them. ``notebook``
+    (the globals a cell's handlers fall back to) adds the notebook's imports and constants the
+    code reads at the top of the module (see ``notebook_prelude``), so it runs on its own.
     """
     if source is None:
         raise HandlerError(
             f"endpoint {descriptor.endpoint!r} has no handler source to export "
             "(it was mounted from Python objects, not from a cell or a file)"
         )
+    if notebook is not None:
+        try:
+            source = _with_prelude(source, notebook_prelude(source, notebook))
+        except HandlerError as error:
+            raise HandlerError(f"cannot export {descriptor.endpoint!r}: {error}") from None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = descriptor.endpoint
