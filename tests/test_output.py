@@ -272,3 +272,16 @@ async def test_serve_prints_handler_output_as_attributed_lines(tmp_path: Path) -
         assert not any("said hello" in line for line in served.stdout)
     finally:
         served.kill()
+
+
+def test_loaded_handlers_print_under_the_load_cell(iopub: IOPub, tmp_path: Path) -> None:
+    write_endpoint(
+        tmp_path, "loaded", "def on_message(message, client):\n    print('loaded got', message)\n"
+    )
+    load = iopub.execute(f"%websocket load {tmp_path}")
+    later = iopub.execute("print('an unrelated cell')")
+    with connect(iopub.url("loaded")) as ws:
+        ws.send("hello")
+        iopub.wait_for(load, "loaded got hello")
+    iopub.settle()
+    assert "loaded got" not in iopub.text(later)

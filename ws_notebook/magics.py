@@ -437,7 +437,9 @@ class WebSocketMagics(Magics):
         return Table(EVENT_COLUMNS, rows, note)
 
     def _load(self, args: Any) -> None:
+        target = _cell_output(self.shell)  # loaded handlers print under this cell
         for endpoint in api.load_descriptor(args.path, watch=args.watch):
+            endpoint.output = target
             where = endpoint.descriptor.location or args.path
             print(f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {where})")
         if args.watch:
