@@ -232,3 +232,55 @@ def run_all_cells(page: Page) -> None:
 def wait_for_text(page: Page, text: str, timeout: float = 30) -> None:
     """Wait until ``text`` is visible somewhere in the page."""
     expect(page.get_by_text(text).first).to_be_visible(timeout=timeout * 1000)
+
+
+def rest(server: JupyterServer, method: str, path: str) -> object:
+    """Call the server's REST API (``api/...``) with its token; the decoded JSON answer."""
+    request = urllib.request.Request(
+        server.url(path, token=False),
+        method=method,
+        headers={"Authorization": f"token {server.token}"},
+        data=b"{}" if method == "POST" else None,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def kernel_id(server: JupyterServer, path: str) -> str:
+    """The id of the kernel behind the notebook ``path``'s session."""
+    for session in rest(server, "GET", "api/sessions"):
+        if session["path"] == path:
+            return session["kernel"]["id"]
+    raise LookupError(f"no session for {path}")
+
+
+@contextmanager
+def kernel_client(server: JupyterServer, path: str) -> Iterator[object]:
+    """A second client of the notebook's own kernel, to read its state without the page."""
+    from jupyter_client import BlockingKernelClient
+
+    client = BlockingKernelClient()
+    client.load_connection_file(
+        server.state_dir / "runtime" / f"kernel-{kernel_id(server, path)}.json"
+    )
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=30)
+        yield client
+    finally:
+        client.stop_channels()
+
+
+def evaluate(client: object, expression: str, timeout: float = 30) -> object:
+    """The value of a Python expression in the kernel (printed as JSON there, decoded here)."""
+    out: list[str] = []
+
+    def collect(message: dict) -> None:
+        if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
+            out.append(message["content"]["text"])
+
+    code = f"import json as _json\nprint(_json.dumps({expression}))"
+    reply = client.execute_interactive(code, output_hook=collect, timeout=timeout)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return json.loads("".join(out))

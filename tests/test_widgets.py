@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 
@@ -19,7 +20,9 @@ p = ws_notebook.widgets.panels()[{index}]
 print(json.dumps({{
     "name": p.name, "rows": p.log_rows, "connections": p.connections.value,
     "counters": p.counters.value, "header": p.header.value, "log": p.log_view.value,
-    "targets": list(p.target_menu.options), "updates": p.updates,
+    "targets": list(p.target_menu.options), "updates": p.updates, "beat": p.watch.beat,
+    "pause": [p.pause_button.description, p.pause_button.button_style],
+    "running": p._timer.is_running(), "replaced_by": p.replaced_by,
 }}, default=str), end="")
 """
     return json.loads(kernel.run(code).stdout)
@@ -194,3 +197,75 @@ def test_updates_are_throttled_under_load(fresh: Kernel) -> None:
     assert 0 < comm_messages <= flushes * 5, (comm_messages, elapsed)
     rows = panel_state(fresh)["rows"]
     assert len(rows) <= 200 and rows[-1]["preview"] == "message 1999"
+
+
+def run_in_cell(kernel: Kernel, code: str, cell_id: str) -> None:
+    """Run ``code`` as JupyterLab runs a cell: with its cell id in the request's metadata."""
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+    request = kernel.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+    kernel.client.shell_channel.send(request)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reply = kernel.client.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return
+    raise AssertionError(f"no reply to cell {cell_id} within 30 s")
+
+
+def test_rates_never_go_negative_when_the_endpoint_goes(fresh: Kernel) -> None:
+    """Unmounting (or stopping) drops the counters to zero: that is no negative rate."""
+    fresh.run("import ws_notebook.widgets")
+    define(fresh, ECHO)
+    with connect(url_of(fresh, "echo")) as ws:
+        for i in range(40):
+            ws.send(f"m{i}")
+            ws.recv(timeout=5)
+    time.sleep(3.5)  # past the 3 s rate window: its oldest sample now counts 80 messages
+    fresh.run("%websocket stop echo")
+    counters = []
+    for _ in range(4):
+        time.sleep(0.25)
+        counters.append(panel_state(fresh)["counters"])
+    assert all("messages/s: -" not in c and ", -" not in c for c in counters), counters
+    assert "messages/s: 0 in, 0 out" in counters[-1]
+
+
+def test_a_cell_panel_says_when_a_later_cell_redefines_its_endpoint(fresh: Kernel) -> None:
+    fresh.run("import ws_notebook.widgets")
+    run_in_cell(fresh, ECHO, "first")
+    run_in_cell(fresh, ECHO.replace("Echo service", "Echo, second take"), "second")
+    settle()
+    first, second = panel_state(fresh, 0), panel_state(fresh, 1)
+    assert first["replaced_by"] == "notebook:cell-second"
+    assert "replaced by a later cell" in first["header"]
+    with connect(url_of(fresh, "echo")) as ws:
+        ws.send("only the second panel shows this")
+        ws.recv(timeout=5)
+        time.sleep(2.5)  # past a heartbeat: a retired panel still beats, so the page knows it live
+    first_now, second_now = panel_state(fresh, 0), panel_state(fresh, 1)
+    assert first_now["updates"] == first["updates"] and first_now["log"] == first["log"]
+    assert first_now["beat"] > first["beat"]
+    assert "only the second panel shows this" in second_now["log"]
+    assert second["running"] and "replaced" not in second["header"]
+    assert "Echo, second take" in second["header"]
+
+
+def test_log_layout_pause_state_and_heartbeat(fresh: Kernel) -> None:
+    """One endpoint: no endpoint column; a long payload's whole preview is in its cell."""
+    fresh.run("import ws_notebook.widgets")
+    define(fresh, ECHO)
+    long_text = json.dumps({"data": ["x" * 15] * 5})  # 105 characters: wider than the column
+    with connect(url_of(fresh, "echo")) as ws:
+        ws.send(long_text)
+        ws.recv(timeout=5)
+        settle()
+        state = panel_state(fresh)
+    assert "<th>endpoint</th>" not in state["log"] + state["connections"]
+    assert f'<td tabindex="0">{html.escape(long_text)}</td>' in state["log"]
+    assert state["beat"] > (time.time() - 10) * 1000  # the page's sign of a live kernel
+    assert state["pause"] == ["Pause", ""]
+    fresh.run("p = ws_notebook.widgets.panels()[-1]; p.pause_button.value = True")
+    assert panel_state(fresh)["pause"] == ["Resume", "warning"]
+    fresh.run("%websocket monitor")
+    assert "<th>endpoint</th>" in panel_state(fresh)["log"]  # all endpoints: it tells them apart

@@ -18,9 +18,32 @@ import traitlets
 from . import api
 from .server import SERVICE_PATH, ServerError
 
-__all__ = ["BrowserClient"]
+__all__ = ["KERNEL_WATCH_JS", "BrowserClient"]
 
-_ESM = r"""
+# Shared with the live panel: a widget's view outlives its kernel, so it must notice.
+KERNEL_WATCH_JS = r"""
+const KERNEL_GONE = ["starting", "restarting", "autorestarting", "dead"];
+
+// Calls gone(why) once the page's kernel is gone: "saved" for a view restored from the widget
+// state saved in the notebook, with no kernel behind it (ipywidgets marks it disconnected),
+// "restarted" when the kernel restarts or dies. ipywidgets marks every model's comm dead when the
+// page restarts the kernel; a restart from elsewhere (the REST API, another tab) shows only as
+// the kernel's status, which JupyterLab's widget manager lets us watch.
+function watchKernel(model, el, gone) {
+  let done = false;
+  const once = (why) => { if (!done) { done = true; gone(why); } };
+  if (el.classList.contains("jupyter-widgets-disconnected")) once("saved");
+  model.on("comm_live_update", () => once("restarted"));
+  const kernel = model.widget_manager && model.widget_manager.kernel;
+  const changed = (_, status) => { if (KERNEL_GONE.includes(status)) once("restarted"); };
+  if (kernel && kernel.statusChanged) kernel.statusChanged.connect(changed);
+  return () => { if (kernel && kernel.statusChanged) kernel.statusChanged.disconnect(changed); };
+}
+"""
+
+_ESM = (
+    KERNEL_WATCH_JS
+    + r"""
 const LOOPBACK = ["127.0.0.1", "localhost", "[::1]", "::1"];
 
 function jupyterBaseUrl() {
@@ -65,13 +88,17 @@ function render({ model, el }) {
   el.classList.add("ws-notebook-browser-client");
   el.innerHTML = `
     <div class="wsnb-status">connecting…</div>
+    <div class="wsnb-note" style="display: none; color: #664d03; background: #fff3cd"></div>
     <div><input class="wsnb-input" placeholder="message" style="width: 60%">
-    <button class="wsnb-send">Send</button> <button class="wsnb-close">Close</button></div>
+    <button class="wsnb-send">Send</button> <button class="wsnb-close">Close</button>
+    <button class="wsnb-reconnect" style="display: none">Reconnect</button></div>
     <ol class="wsnb-messages" style="font-family: monospace; max-height: 16em; overflow: auto"></ol>`;
   const status = el.querySelector(".wsnb-status");
+  const note = el.querySelector(".wsnb-note");
   const input = el.querySelector(".wsnb-input");
   const list = el.querySelector(".wsnb-messages");
-  let socket = null;
+  const reconnect = el.querySelector(".wsnb-reconnect");
+  let socket = null, url = "", removed = false, kernelGone = false, current = "not connected";
 
   function show(text, kind) {
     const item = document.createElement("li");
@@ -81,28 +108,38 @@ function render({ model, el }) {
     while (list.children.length > model.get("max_messages")) list.removeChild(list.firstChild);
     list.scrollTop = list.scrollHeight;
   }
-  function report(state, url) {
+  function explain(text) {
+    note.textContent = text;
+    note.style.display = text ? "" : "none";
+  }
+  function report(state) {
     const shown = url.replace(/token=[^&]+/, "token=***");  // never display the token
+    current = state;
     status.textContent = `${state}: ${shown}`;
     model.set("state", state);
     model.set("url", shown);
     model.save_changes();
   }
   function send() {
-    if (!socket || socket.readyState !== WebSocket.OPEN || !input.value) return;
+    if (!input.value) return;
+    if (!socket || socket.readyState !== WebSocket.OPEN) {  // say so: never drop it silently
+      show(`not sent (${current}): ${input.value}`, "error");
+      return;
+    }
     socket.send(input.value);
     show(`→ ${input.value}`, "sent");
     model.set("sent", model.get("sent") + 1);
     model.save_changes();
     input.value = "";
   }
-
-  let removed = false;
-  askToken(model).then((token) => endpointUrl(model, token)).then((url) => {
-    if (removed) return;
+  function connect() {
+    if (removed || !url) return;
+    reconnect.style.display = "none";
+    explain(kernelGone ? "the kernel restarted: this works only if the endpoint's cell " +
+                         "ran again on the same port" : "");
     socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
-    socket.onopen = () => report("open", url);
+    socket.onopen = () => { report("open"); explain(""); };
     socket.onmessage = (event) => {
       const text = typeof event.data === "string" ? event.data
         : `<${event.data.byteLength} bytes>`;
@@ -111,20 +148,58 @@ function render({ model, el }) {
       model.set("last_message", text);
       model.save_changes();
     };
-    socket.onclose = (event) => report(`closed (${event.code})`, url);
+    socket.onclose = (event) => {
+      if (removed) return;
+      report(`closed (${event.code}${event.reason ? " " + event.reason : ""})`);
+      reconnect.style.display = "";
+      if (kernelGone) {
+        explain("the kernel restarted, so this endpoint is gone: run its %%websocket cell " +
+                "and this cell again (or Reconnect once the endpoint serves again)");
+      } else if (event.code === 1006) {
+        explain("the connection failed or dropped: is the endpoint mounted and the server " +
+                "running (%websocket list)? Reconnect to try again");
+      }
+    };
+  }
+
+  const unwatch = watchKernel(model, el, (why) => {
+    kernelGone = true;
+    if (!socket) status.textContent = "not connected";
+    explain(why === "saved"
+      ? "no kernel behind this saved client: run its cells again to connect"
+      : "the kernel restarted: this client's endpoint is gone until its cell runs again");
+  });
+  const noAnswer = setTimeout(() => kernelGone || explain(
+    "no answer from the kernel (busy, or not running: a saved notebook has no kernel " +
+    "behind it): run this cell again to connect"), 10000);
+  askToken(model).then((token) => endpointUrl(model, token)).then((found) => {
+    clearTimeout(noAnswer);
+    url = found;
+    connect();
   });
   el.querySelector(".wsnb-send").onclick = send;
   el.querySelector(".wsnb-close").onclick = () => socket && socket.close(1000, "closed by user");
+  reconnect.onclick = connect;
   input.onkeydown = (event) => { if (event.key === "Enter") send(); };
   // Browsers only let a page close with 1000 or 3000-4999.
-  return () => { removed = true; if (socket) socket.close(1000, "view removed"); };
+  return () => {
+    removed = true;
+    clearTimeout(noAnswer);
+    unwatch();
+    if (socket) socket.close(1000, "view removed");
+  };
 }
 export default { render };
 """
+)
 
 
 class BrowserClient(anywidget.AnyWidget):
     """A ``WebSocket`` opened by the page to an endpoint, with a send box and received messages.
+
+    A view outlives its socket and its kernel: when the socket closes it offers Reconnect, says
+    why when the kernel restarted or is missing (a reopened notebook), and a message it cannot
+    send is shown as not sent, never dropped silently.
 
     ``state``, ``url``, ``sent``, ``received`` and ``last_message`` are reported back by the page,
     so a notebook (or a test) can see what the browser saw.

@@ -3,7 +3,11 @@
 A panel never sits on the server's path. It reads the endpoint's event log on a timer (every
 200 ms by default), takes at most the last ``rows`` new events, and re-renders a bounded view,
 so the cost of an update does not grow with the traffic seen so far, and a burst of ten
-thousand messages costs the kernel one small widget update, not ten thousand.
+thousand messages costs the kernel one small widget update, not ten thousand. The log and the
+connections table scroll in fixed heights, so the panel never pushes its send box off screen.
+
+A view outlives its kernel (a restart, a reopened notebook): a small banner, driven by a
+heartbeat and by the page's kernel status, says when the panel shows a last known state.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from . import api
+from .browser import KERNEL_WATCH_JS
 from .events import Event
 from .registry import Endpoint
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
@@ -25,25 +32,30 @@ from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
 __all__ = ["EndpointPanel", "panels"]
 
 ALL = None  # a panel with no endpoint name watches every endpoint
+MONITOR = "monitor"  # the origin of a panel shown by ``%websocket monitor``, not by a cell
 BROADCAST = "all clients"
-RATE_WINDOW = 3.0
-_ROW_CLASS = {
-    "in": "wsnb-in",
-    "out": "wsnb-out",
-    "error": "wsnb-error",
-}  # seconds over which messages/s are averaged
+RATE_WINDOW = 3.0  # seconds over which messages/s are averaged
+BEAT = 2.0  # seconds between two heartbeats, which tell the page the kernel is still there
+PAYLOAD = "payload / detail"
+_ROW_CLASS = {"in": "wsnb-in", "out": "wsnb-out", "error": "wsnb-error"}
 
 _STYLE = """
 <style>
 .wsnb-table { border-collapse: collapse; font-family: var(--jp-code-font-family, monospace);
               font-size: 12px; width: 100%; }
-.wsnb-table th { text-align: left; border-bottom: 1px solid #ccc; padding: 1px 6px; }
+.wsnb-table th { text-align: left; border-bottom: 1px solid #ccc; padding: 1px 6px;
+                 position: sticky; top: 0; background: var(--jp-layout-color1, white); }
 .wsnb-table td { padding: 1px 6px; white-space: pre; overflow: hidden; text-overflow: ellipsis;
                  max-width: 40em; }
 .wsnb-error td { background: #fde2e1; color: #a4000f; }
-.wsnb-in td:nth-child(3) { color: #0b6e0b; }
-.wsnb-out td:nth-child(3) { color: #1a4fa0; }
 .wsnb-event td { color: #666; }
+.wsnb-log:not(.wsnb-one) .wsnb-in td:nth-child(3), .wsnb-one .wsnb-in td:nth-child(2) {
+  color: #0b6e0b; }
+.wsnb-log:not(.wsnb-one) .wsnb-out td:nth-child(3), .wsnb-one .wsnb-out td:nth-child(2) {
+  color: #1a4fa0; }
+.wsnb-log td:last-child { cursor: pointer; }
+.wsnb-log td:last-child:hover, .wsnb-log td:last-child:focus {
+  white-space: pre-wrap; word-break: break-all; }
 </style>
 """
 
@@ -52,17 +64,31 @@ _live: dict[tuple[str | None, str], EndpointPanel] = {}
 
 
 def panels() -> list[EndpointPanel]:
-    """The panels currently updating."""
+    """The panels displayed now: updating, or retired because a later cell took their endpoint."""
     return list(_live.values())
 
 
-def _table(columns: list[str], rows: Iterable[tuple[str, list[str]]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def _cell(column: str, text: str) -> str:
+    """A table cell; a payload cell takes focus, so a click shows it whole (wrapped)."""
+    if column == PAYLOAD:
+        return f'<td tabindex="0">{html.escape(text)}</td>'
+    return f"<td>{html.escape(text)}</td>"
+
+
+def _table(
+    columns: list[str],
+    rows: Iterable[tuple[str, list[str]]],
+    hide: str | None = None,
+    css: str = "",
+) -> str:
+    """An HTML table; the ``hide`` column (the endpoint, in a one-endpoint panel) is left out."""
+    shown = [i for i, column in enumerate(columns) if column != hide]
+    head = "".join(f"<th>{html.escape(columns[i])}</th>" for i in shown)
     body = "".join(
-        f'<tr class="{css}">' + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
-        for css, cells in rows
+        f'<tr class="{kind}">' + "".join(_cell(columns[i], cells[i]) for i in shown) + "</tr>"
+        for kind, cells in rows
     )
-    return f'{_STYLE}<table class="wsnb-table"><tr>{head}</tr>{body}</table>'
+    return f'{_STYLE}<table class="wsnb-table {css}"><tr>{head}</tr>{body}</table>'
 
 
 class _Rate:
@@ -73,6 +99,8 @@ class _Rate:
 
     def update(self, now: float, count: int) -> float:
         samples = self._samples
+        if samples and count < samples[-1][1]:
+            samples.clear()  # the counter went back: its endpoint was unmounted or replaced
         samples.append((now, count))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
             samples.popleft()
@@ -80,33 +108,85 @@ class _Rate:
         return (count - first_count) / (now - first_time) if now > first_time else 0.0
 
 
+_WATCH_ESM = (
+    KERNEL_WATCH_JS
+    + r"""
+const STALE_MS = 10000;  // five missed heartbeats
+
+// Says so when the kernel behind the panel is gone: the rest of the panel keeps its last state.
+function render({ model, el }) {
+  el.classList.add("wsnb-kernel-watch");
+  el.style.cssText = "display: none; padding: 2px 6px; margin-bottom: 4px; font-weight: bold; " +
+                     "background: #fff3cd; color: #664d03; border: 1px solid #e0c36b";
+  let lastBeat = Date.now(), restarted = false;
+  const say = (text) => { el.textContent = text; el.style.display = text ? "" : "none"; };
+  model.on("change:beat", () => { lastBeat = Date.now(); if (!restarted) say(""); });
+  const unwatch = watchKernel(model, el, (why) => {
+    restarted = true;
+    say(why === "saved"
+      ? "no kernel: this panel shows the state saved with the notebook; run its cell again"
+      : "kernel restarted: this panel shows the last known state; run its cell again");
+  });
+  const timer = setInterval(() => {
+    const quiet = Date.now() - lastBeat;
+    if (!restarted && quiet > STALE_MS && !el.textContent) {
+      say(`no word from the kernel for ${Math.round(quiet / 1000)} s (busy, or no longer ` +
+          "running): this panel shows the last known state");
+    }
+  }, 1000);
+  return () => { clearInterval(timer); unwatch(); };
+}
+export default { render };
+"""
+)
+
+
+class KernelWatch(anywidget.AnyWidget):
+    """A banner that appears when the panel's kernel is gone, restarted or silent.
+
+    The kernel sets ``beat`` every few seconds; the page says so when the beats stop, when the
+    kernel restarts, and when the view comes from widget state saved in the notebook, so a
+    dead panel never passes for a live one.
+    """
+
+    _esm = _WATCH_ESM
+    beat = traitlets.Float(0.0).tag(sync=True)  # the kernel's wall clock, in milliseconds
+
+
 class EndpointPanel(widgets.VBox):
     """Header, counters, connections table, message log and send box for one endpoint (or all).
 
-    The panel stops updating when it is closed, and when a newer panel for the same endpoint
-    and origin (the defining cell, or ``%websocket monitor``) replaces it.
+    The panel stops updating when it is closed, when a newer panel for the same endpoint and
+    origin (the defining cell, or ``%websocket monitor``) replaces it, and when a later cell
+    (or file) redefines the endpoint its cell defined: it then says so rather than go on
+    showing another cell's endpoint as its own.
     """
 
     def __init__(
         self,
         name: str | None = ALL,
         *,
-        origin: str = "monitor",
+        origin: str = MONITOR,
         interval: float = 0.2,
         rows: int = 200,
     ) -> None:
         self.name = name
+        self.origin = origin
         self.rows = rows
         self.updates = 0  # flushes that changed something, for tests and benchmarks
         self._seen: dict[str, int] = {}  # endpoint name -> next event sequence number to read
         self._log: deque[tuple[str, Event]] = deque(maxlen=rows)
         self._rate_in, self._rate_out = _Rate(), _Rate()
         self._log_changed = True
+        self._last_beat = 0.0
+        self.replaced_by = ""  # where the endpoint is defined now, once another cell took it
 
+        self.watch = KernelWatch()
         self.header = widgets.HTML()
         self.counters = widgets.HTML()
-        self.connections = widgets.HTML()
-        self.log_view = widgets.HTML()
+        # Fixed heights that scroll, so the send box stays in view however much traffic comes.
+        self.connections = widgets.HTML(layout={"max_height": "150px", "overflow": "auto"})
+        self.log_view = widgets.HTML(layout={"height": "320px", "overflow": "auto"})
         self.pause_button = widgets.ToggleButton(
             description="Pause", icon="pause", tooltip="Pause the log"
         )
@@ -125,14 +205,22 @@ class EndpointPanel(widgets.VBox):
         )
         self.clear_button.on_click(lambda _: self._clear())
         self.send_button.on_click(lambda _: self._send_message())
-        self.pause_button.observe(lambda _: self._log_view_changed(), "value")
+        self.pause_button.observe(self._paused, "value")
         self.filter_box.observe(lambda _: self._log_view_changed(), "value")
         controls = widgets.HBox([self.pause_button, self.clear_button, self.filter_box])
-        sender = widgets.HBox([self.target_menu, self.message_box, self.send_button])
+        self.sender = widgets.HBox([self.target_menu, self.message_box, self.send_button])
         if name is ALL:
-            sender.layout.display = "none"  # sending needs one endpoint
+            self.sender.layout.display = "none"  # sending needs one endpoint
         super().__init__(
-            [self.header, self.counters, self.connections, controls, self.log_view, sender]
+            [
+                self.watch,
+                self.header,
+                self.counters,
+                self.connections,
+                controls,
+                self.log_view,
+                self.sender,
+            ]
         )
         self.add_class("ws-notebook-panel")
 
@@ -177,7 +265,13 @@ class EndpointPanel(widgets.VBox):
         if self.comm is None:  # closed
             self._timer.stop()
             return
+        now = time.time()
+        if now - self._last_beat >= BEAT:
+            self._last_beat = now
+            self.watch.beat = now * 1000
         endpoints = self._endpoints()
+        if self._replaced(endpoints):
+            return
         self._take_new_events(endpoints)
         changed = False
         changed |= self._set(self.header, self._render_header(endpoints))
@@ -189,6 +283,28 @@ class EndpointPanel(widgets.VBox):
         self._update_targets(endpoints)
         if changed:
             self.updates += 1
+
+    def _replaced(self, endpoints: list[Endpoint]) -> bool:
+        """Whether another cell or file now defines this cell's endpoint; if so, retire."""
+        if self.replaced_by:
+            return True
+        if self.origin == MONITOR or not endpoints:
+            return False
+        location = endpoints[0].descriptor.location
+        if location == self.origin:
+            return False
+        self.replaced_by = location
+        by = "a later cell" if location.startswith("notebook") else html.escape(location)
+        self.header.value += (
+            f"<br><b>replaced by {by}</b> <small>({html.escape(location)}): this panel no "
+            "longer updates; that cell's panel shows the endpoint now</small>"
+        )
+        self.sender.layout.display = "none"  # sending is the new cell's panel's job now
+        self._timer.stop()  # from now on, only the heartbeat: the page must not think it dead
+        self._timer = PeriodicCallback(self.refresh, BEAT * 1000)
+        self._timer.start()
+        self.updates += 1
+        return True
 
     def _set(self, widget: widgets.HTML, value: str) -> bool:
         if widget.value == value:
@@ -231,7 +347,7 @@ class EndpointPanel(widgets.VBox):
         open_now = sum(len(e.clients) for e in endpoints)
         total = sum(e.connections for e in endpoints)
         dropped = sum(e.log.dropped for e in endpoints)
-        paused = " · <b>paused</b>" if self.pause_button.value else ""
+        paused = " · <b>log paused</b>" if self.pause_button.value else ""
         return (
             f"<small>connections: {open_now} open, {total} total · "
             f"messages/s: {rate_in:.0f} in, {rate_out:.0f} out · "
@@ -241,13 +357,16 @@ class EndpointPanel(widgets.VBox):
     def _render_connections(self, endpoints: list[Endpoint]) -> str:
         clients = [client for e in endpoints for client in e.clients.values()]
         rows = [("", client_row(c)) for c in clients[: self.rows]]
+        hide = None if self.name is ALL else "endpoint"
         more = (
             f"<small>… and {len(clients) - self.rows} more</small>"
             if len(clients) > self.rows
             else ""
         )
         return (
-            _table(CLIENT_COLUMNS, rows) + more if clients else "<small>no open connections</small>"
+            _table(CLIENT_COLUMNS, rows, hide) + more
+            if clients
+            else "<small>no open connections</small>"
         )
 
     def _shown_events(self) -> list[tuple[str, Event]]:
@@ -269,7 +388,9 @@ class EndpointPanel(widgets.VBox):
         if not rows:
             filtered = self.filter_box.value.strip()
             return "<small>no events match</small>" if filtered else "<small>no events yet</small>"
-        return _table(EVENT_COLUMNS, reversed(rows))  # newest first
+        if self.name is ALL:
+            return _table(EVENT_COLUMNS, reversed(rows), css="wsnb-log")  # newest first, on top
+        return _table(EVENT_COLUMNS, reversed(rows), "endpoint", "wsnb-log wsnb-one")
 
     def _update_targets(self, endpoints: list[Endpoint]) -> None:
         options = [BROADCAST] + [c.id for e in endpoints for c in e.clients.values()][: self.rows]
@@ -284,6 +405,15 @@ class EndpointPanel(widgets.VBox):
     def log_rows(self) -> list[dict[str, Any]]:
         """The log rows the panel shows now (after the filter), newest last."""
         return [{"endpoint": name, **event.as_dict()} for name, event in self._shown_events()]
+
+    def _paused(self, change: dict[str, Any]) -> None:
+        """The button says what pressing it does now, and looks pressed while paused."""
+        paused = change["new"]
+        self.pause_button.description = "Resume" if paused else "Pause"
+        self.pause_button.icon = "play" if paused else "pause"
+        self.pause_button.button_style = "warning" if paused else ""
+        self.pause_button.tooltip = "Resume the log" if paused else "Pause the log"
+        self._log_view_changed()
 
     def _log_view_changed(self) -> None:
         self._log_changed = True
