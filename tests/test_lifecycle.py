@@ -95,9 +95,9 @@ def test_saved_notebook_holds_no_token(
 ) -> None:
     """The browser widget's saved state, every output, and the kernel's own stderr.
 
-    ws_notebook's log lines go to the cell that started the server, so one cell starts it and
-    makes the requests that are logged (404s, a handler error); Tornado's go to the kernel's
-    stderr (the terminal running Jupyter), which the kernel inherits from this test.
+    One cell starts the server and makes the requests that are logged (404s, a handler error,
+    whose text it prints from the event log); Tornado's log goes to the kernel's stderr (the
+    terminal running Jupyter), which the kernel inherits from this test.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -123,7 +123,8 @@ def test_saved_notebook_holds_no_token(
         "import websockets\n"
         "async with websockets.connect(ws_notebook.url('echo', with_token=True)) as ws:\n"
         "    await ws.send('boom')\n"
-        "    await asyncio.sleep(0.5)",
+        "    await asyncio.sleep(0.5)\n"
+        "print([e['detail'] for e in ws_notebook.events('echo') if e['kind'] == 'error'])",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(notebook, timeout=60, kernel_name="python3", store_widget_state=True).execute()
