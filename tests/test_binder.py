@@ -12,9 +12,12 @@ which the browser widget gets over its comm.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +59,9 @@ def binder_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     python = str(venv / "bin" / "python")
     install = [python, "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"]
     subprocess.run(install, cwd=ROOT, check=True, timeout=480)
+    # Then binder/postBuild, as repo2docker runs it: with the environment's python first on PATH.
+    path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    subprocess.run(["binder/postBuild"], cwd=ROOT, check=True, env={**os.environ, "PATH": path})
     return python
 
 
@@ -141,3 +147,13 @@ def test_chat_room_from_the_page(jupyter: JupyterServer) -> None:
             )
         finally:
             page.screenshot(path=ARTIFACTS / "binder-chat.png", full_page=True)
+
+
+def test_binder_saves_widget_state_with_the_notebook(jupyter: JupyterServer) -> None:
+    """binder/postBuild's overrides: reopened notebooks show the panels, not a widget error."""
+    settings = "lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin"
+    url = f"http://127.0.0.1:{jupyter.port}{BASE_URL}{settings}?token={jupyter.token}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        answer = json.loads(response.read())
+    # JupyterLab applies overrides.json as the setting's default (ipywidgets ships False).
+    assert answer["schema"]["properties"]["saveState"]["default"] is True
