@@ -39,6 +39,8 @@ def test_panel_shows_connections_and_log_live(fresh: Kernel) -> None:
     state = panel_state(fresh)
     assert state["name"] == "echo"
     assert "Echo service" in state["header"] and "(serving)" in state["header"]
+    # No jupyter-server-proxy in the test environment: no proxied path (the Binder test has one).
+    assert "via Jupyter" not in state["header"]
     assert "no open connections" in state["connections"]
     url = url_of(fresh, "echo")
     with connect(url) as a, connect(url) as b:

@@ -7,6 +7,7 @@ endpoints. Everything here parses arguments and formats output; the work is done
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import html
 import logging
@@ -480,20 +481,25 @@ def _cell_output(shell: Any) -> output.Target | None:
     if not parent or _routing is None:
         return None
     streams = {"stdout": _routing.stdout.stream, "stderr": _routing.stderr.stream}
-    if not all(hasattr(stream, "set_thread_parent") for stream in streams.values()):
+    # ipykernel's OutStream keeps its parent in a context variable: set it for one write only.
+    # 7.4 has set_thread_parent for that; 7.0-7.3 only the variable itself.
+    parents = {name: getattr(stream, "_parent_header", None) for name, stream in streams.items()}
+    if not all(isinstance(var, contextvars.ContextVar) for var in parents.values()):
         return None
+    from jupyter_client.session import extract_header  # installed wherever ipykernel is
+
+    header = extract_header(parent)
 
     def write(name: str, text: str) -> None:
         global _last_stream
         if _last_stream is not None and _last_stream != name:
             streams[_last_stream].flush()  # a print before a traceback shows before it
         _last_stream = name
-        stream = streams[name]
-        token = stream.set_thread_parent(parent)
+        token = parents[name].set(header)
         try:
-            stream.write(text)
+            streams[name].write(text)
         finally:
-            stream.reset_thread_parent(token)
+            parents[name].reset(token)
 
     return write
 

@@ -324,7 +324,9 @@ class EndpointPanel(widgets.VBox):
         status = "serving" if server.running else "stopped"
         url = server.url(self.name) if server.running else ""
         proxied = (
-            f" · via Jupyter: <code>{html.escape(api.proxy_path(self.name))}</code>" if url else ""
+            f" · via Jupyter: <code>{html.escape(api.proxy_path(self.name))}</code>"
+            if url and api.proxy_installed()  # else that path leads nowhere
+            else ""
         )
         details = " · ".join(
             html.escape(part)
