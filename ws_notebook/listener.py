@@ -20,6 +20,8 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
+from .wire import WireSocket
+
 __all__ = ["Listener"]
 
 logger = logging.getLogger("ws_notebook")
@@ -38,7 +40,12 @@ class Listener(HTTPServer):
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = _Acceptor(sock, self._handle_connection).remove
+            wire = self.ssl_options is None  # TLS streams wrap the socket themselves
+            self._handlers[sock.fileno()] = _Acceptor(sock, self._handle_connection, wire).remove
+
+    @property
+    def listening(self) -> list[socket.socket]:
+        return list(self._sockets.values())
 
 
 class _Acceptor:
@@ -50,8 +57,11 @@ class _Acceptor:
     handshake timeout closes idle ones, which frees descriptors.
     """
 
-    def __init__(self, sock: socket.socket, callback: Callable[[socket.socket, Any], None]):
+    def __init__(
+        self, sock: socket.socket, callback: Callable[[socket.socket, Any], None], wire: bool
+    ):
         self.sock = sock
+        self.wire = wire  # hand connections over as WireSockets, for the wire keeper
         self.callback = callback
         self.loop = IOLoop.current()
         self.removed = False
@@ -73,7 +83,7 @@ class _Acceptor:
                     continue
                 self._pause(error)
                 return
-            self.callback(connection, address)
+            self.callback(WireSocket.adopt(connection) if self.wire else connection, address)
 
     def _pause(self, error: OSError) -> None:
         self.loop.remove_handler(self.sock)

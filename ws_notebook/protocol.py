@@ -62,6 +62,15 @@ class EndpointProtocol(WebSocketProtocol13):
     """Tornado's protocol, with checked frames, close frames and a 1007 close for invalid UTF-8."""
 
     _fragments_compressed = False  # the compressed bit of the fragmented message being read
+    # For the wire keeper (ws_notebook.wire): where this protocol's first byte is in its socket's
+    # count of bytes read, and where the frame being read (or the last one) ends.
+    wire_base: int | None = None
+    frame_end = 0
+
+    async def _receive_frame_loop(self) -> None:
+        self.wire_base = getattr(self.stream.socket, "received", 0) - self.stream._read_buffer_size
+        self.frame_end = self.wire_base
+        await super()._receive_frame_loop()
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if reason is not None:
@@ -111,6 +120,7 @@ class EndpointProtocol(WebSocketProtocol13):
         if length + (len(fragments) if fragments is not None else 0) > self.params.max_message_size:
             self._fail(TOO_BIG, "message too big")
             return
+        self.frame_end = self.wire_base + self._wire_bytes_in + 4 + length
         if length < 126:  # mask and payload in one read, at the cost of copying a small payload
             masked = await self._read_bytes(4 + length)
             data = _websocket_mask(masked[:4], masked[4:])

@@ -12,13 +12,16 @@ import errno
 import json
 import logging
 import os
+import re
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
-from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPHeaders, HTTPInputError, parse_request_start_line
 from tornado.log import app_log, gen_log
 from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
@@ -29,6 +32,7 @@ from .connection import Client
 from .listener import Listener
 from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, Endpoint, Registry
+from .wire import Waiting, WireKeeper
 
 __all__ = ["DEFAULT_HOST", "Limits", "Server", "ServerError"]
 
@@ -38,6 +42,11 @@ DEFAULT_HOST = "127.0.0.1"
 SERVICE_PATH = "/websockets/service/"
 V4_SERVICE_PATH = "/websockets/v4/service/"
 TRY_AGAIN_LATER = 1013
+# Where endpoints are: the name is the group (percent-encoded as in the URL).
+ENDPOINT_ROUTES = (
+    re.compile(r".*/websockets/v4/service/([^/]+)/?"),
+    re.compile(r".*/websockets/service/([^/]+)/?"),
+)
 
 _close_tasks: set[asyncio.Future] = set()
 
@@ -72,6 +81,13 @@ class Limits:
     compression: bool = False
     slow_handler: float = 10.0
     handshake_timeout: float = 10.0
+
+
+def waited_detail(waited: Waiting) -> str:
+    """What the event log says of messages that waited for a busy kernel."""
+    seconds = time.time() - waited.since
+    plural = "s" if waited.messages != 1 else ""
+    return f"{waited.messages} message{plural} waited {seconds:.1f} s for the kernel"
 
 
 class _TextErrors:
@@ -113,26 +129,15 @@ class _Guarded(_TextErrors):
     server: Server
 
     def check_access(self: Any) -> None:
-        server, request = self.server, self.request
-        offered = (request.headers.get("Authorization"), request.query)
-        if server.token is not None:  # the user's token: every request needs it
-            status = check_token(server.token, *offered)
-            if status == 401:
-                raise HTTPError(
-                    401, "this server needs a token: Authorization: Bearer TOKEN or ?token=TOKEN"
-                )
-            if status == 403:
-                raise HTTPError(403, "wrong token")
-            return
-        why = refusal(
-            request.headers.get("Origin"), request.host, server.allowed_origins, server.host
+        request = self.request
+        refused = self.server.refusal(
+            request.headers.get("Authorization"),
+            request.query,
+            request.headers.get("Origin"),
+            request.host,
         )
-        if why is not None and check_token(server.page_token, *offered) is not None:
-            raise HTTPError(
-                403,
-                f"{why} needs the server's token (the %websocket browser widget sends it; "
-                "ws_notebook.url(NAME, with_token=True) gives a URL with it)",
-            )
+        if refused is not None:
+            raise HTTPError(*refused)
 
 
 class EndpointSocket(_Guarded, WebSocketHandler):
@@ -185,7 +190,11 @@ class EndpointSocket(_Guarded, WebSocketHandler):
             return None
         self.set_nodelay(True)
         self.client = Client(self, self.endpoint, max_send_queue=limits.max_send_queue)
-        return self._watch("on_open", self.endpoint.opened(self.client))
+        pending = self._watch("on_open", self.endpoint.opened(self.client))
+        waited = getattr(self.ws_connection.stream.socket, "waited", None)
+        if waited is not None:  # opened by the wire keeper while a cell blocked the kernel
+            self.endpoint.log.record("wait", self.client.id, detail=waited_detail(waited))
+        return pending
 
     def on_message(self, message: str | bytes) -> Any:
         client = self.client
@@ -309,7 +318,15 @@ class Server:
         self.certfile, self.keyfile = certfile, keyfile
         self.ssl_context = _ssl_context(certfile, keyfile)
         self._page_token = new_token()
-        self._http: HTTPServer | None = None
+        self._http: Listener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: WireKeeper | None = None
+        # While a cell blocks the loop: the messages waiting for it, as the keeper last saw
+        # them, and functions told of changes (from the keeper's thread).
+        self.waiting: list[Waiting] = []
+        self.waiting_listeners: list[Any] = []
+        # The last stall: when it ended, how long it was, how many messages waited.
+        self.last_stall: tuple[float, float, int] | None = None
 
     def configure(
         self,
@@ -336,6 +353,63 @@ class Server:
         if allowed_origins is not None:
             self.allowed_origins = list(allowed_origins)
 
+    def refusal(
+        self, authorization: str | None, query: str, origin: str | None, host: str
+    ) -> tuple[int, str] | None:
+        """The HTTP status and why, if the access policy refuses a request (see ``access``)."""
+        if self.token is not None:  # the user's token: every request needs it
+            status = check_token(self.token, authorization, query)
+            if status == 401:
+                return (
+                    401,
+                    "this server needs a token: Authorization: Bearer TOKEN or ?token=TOKEN",
+                )
+            if status == 403:
+                return 403, "wrong token"
+            return None
+        why = refusal(origin, host, self.allowed_origins, self.host)
+        if why is not None and check_token(self.page_token, authorization, query) is not None:
+            return (
+                403,
+                f"{why} needs the server's token (the %websocket browser widget sends it; "
+                "ws_notebook.url(NAME, with_token=True) gives a URL with it)",
+            )
+        return None
+
+    def upgrade_answer(self, head: bytes) -> str | None:
+        """The endpoint a WebSocket handshake request opens, if the server will surely accept it.
+
+        The wire keeper answers handshakes while the loop is stalled; it asks this, which checks
+        what ``EndpointSocket`` and Tornado check before they answer 101 (a plain WebSocket
+        upgrade, version 13, the access policy, a mounted endpoint). Anything else (compression
+        offered when it is on, an odd request) is left to the server, once the loop runs.
+        """
+        try:
+            first, _, rest = head.decode("latin-1").partition("\r\n")
+            start = parse_request_start_line(first)
+            headers = HTTPHeaders.parse(rest)
+        except (HTTPInputError, ValueError):
+            return None
+        path, _, query = start.path.partition("?")
+        match = next(filter(None, (route.fullmatch(path) for route in ENDPOINT_ROUTES)), None)
+        connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
+        if (
+            match is None
+            or start.method != "GET"
+            or start.version != "HTTP/1.1"
+            or headers.get("Upgrade", "").lower() != "websocket"
+            or "upgrade" not in connection
+            or headers.get("Sec-WebSocket-Version") != "13"
+            or not headers.get("Sec-WebSocket-Key")
+            or (self.limits.compression and "Sec-WebSocket-Extensions" in headers)
+        ):
+            return None
+        host = headers.get("Host") or "127.0.0.1"
+        if self.refusal(headers.get("Authorization"), query, headers.get("Origin"), host):
+            return None
+        name = unquote(match[1])
+        return name if self.registry.find(name) is not None else None
+
     @property
     def page_token(self) -> str:
         """The token that lets in any browser page: the user's token, or one made for the server."""
@@ -354,8 +428,7 @@ class Server:
         limits = self.limits
         return Application(
             [
-                (r".*/websockets/v4/service/([^/]+)/?", EndpointSocket, route),
-                (r".*/websockets/service/([^/]+)/?", EndpointSocket, route),
+                *((pattern.pattern, EndpointSocket, route) for pattern in ENDPOINT_ROUTES),
                 (r"/websockets/?", EndpointList, route),
                 (r"/healthz", Health),
             ],
@@ -403,16 +476,79 @@ class Server:
         )
         http.add_sockets(sockets)
         self._http = http
+        self._loop = asyncio.get_running_loop()
         self.host = host
         self.port = sockets[0].getsockname()[1]
+        if self.ssl_context is None:  # a TLS stream's bytes are encrypted: nothing to keep
+            self._keeper = WireKeeper(
+                self._loop,
+                http.listening,
+                self._open_connections,
+                self.upgrade_answer,
+                http._handle_connection,
+                self._waited,
+            )
+            self._keeper.on_waiting = self._report_waiting
+            self._keeper.start()
 
     def stop(self, reason: str = "server stopping") -> None:
         """Close every client with 1001 (going away) and free the port."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         for endpoint in self.registry:
             endpoint.close_all(GOING_AWAY, reason)
         if self._http is not None:
             self._http.stop()
             self._http = None
+
+    def going_away(self, reason: str) -> None:
+        """From any thread (the kernel's shutdown runs on its control thread): close every
+        client with 1001, even while a cell blocks the loop (the wire keeper writes the close
+        frames then). Returns once they are written, or after about a second."""
+        loop, keeper = self._loop, self._keeper
+        if loop is None or loop.is_closed():
+            return
+        done = threading.Event()
+
+        def stop() -> None:
+            self.stop(reason)
+            done.set()
+
+        loop.call_soon_threadsafe(stop)
+        if not done.wait(1.0) and keeper is not None:
+            keeper.close_all(reason)
+
+    # -- the wire keeper's view of the server (see ws_notebook.wire) ----------------------------
+
+    def _open_connections(self) -> list[tuple[Any, str, str]]:
+        """The open connections' protocols, endpoint names and client ids (from any thread)."""
+        try:
+            return [
+                (client._socket.ws_connection, endpoint.name, client.id)
+                for endpoint in list(self.registry)
+                for client in list(endpoint.clients.values())
+                if client._socket is not None and client._socket.ws_connection is not None
+            ]
+        except RuntimeError:  # changed while copied: the loop runs again, nothing to keep
+            return []
+
+    def _report_waiting(self, waiting: list[Waiting]) -> None:
+        """From the keeper's thread, while the loop is stalled: what waits, for the panels."""
+        self.waiting = waiting
+        for listener in list(self.waiting_listeners):
+            listener(waiting)
+
+    def _waited(self, waits: list[Waiting], seconds: float) -> None:
+        """On the loop, once it runs again: log what waited for it, client by client."""
+        self.waiting = []
+        self.last_stall = (time.time(), seconds, sum(w.messages for w in waits))
+        for waited in waits:
+            endpoint = self.registry.find(waited.endpoint)
+            if endpoint is not None and waited.client:
+                endpoint.log.record("wait", waited.client, detail=waited_detail(waited))
+        for listener in list(self.waiting_listeners):
+            listener([])
 
     def url(self, name: str, scheme: str | None = None, with_token: bool = False) -> str:
         """The URL clients connect to; ``?token=`` only when asked, as it must not be shown.

@@ -1,0 +1,462 @@
+"""Keeping connections alive while the kernel is busy: a thread that minds the wire, not the work.
+
+The server lives on the kernel's event loop, so while a cell blocks (``time.sleep``, a long
+computation) nothing is read and no ping is answered: clients with a keepalive (the
+``websockets`` library, Node's ``ws`` with heartbeats) give up after about 40 s, and new clients
+time out in their handshake. Here a helper thread, the *wire keeper*, notices that the loop has
+not run for ``STALL_AFTER`` seconds and keeps the wire alive until it runs again:
+
+- it answers the clients' pings and notes the pongs to the server's own pings, so nobody is
+  closed for a ping timeout during or right after the block;
+- it accepts new connections and answers their WebSocket handshake (the same decision the
+  server will make, see ``Server.upgrade_answer``), so they open in time;
+- it reads nothing: messages wait in the kernel's socket buffers (``MSG_PEEK`` lets the keeper
+  see them without taking them), and when the loop runs again the server reads them as always,
+  in order, once each, and handlers run on the main thread as they always do. What does not fit
+  in those buffers waits in the client (TCP flow control): nothing is lost.
+
+Why this design and not all socket I/O in a thread with handlers sent to the kernel loop: a
+hop between two threads' loops costs about 85 µs there and back on these machines, more than a
+whole 64-byte echo (55-75 µs), so that design would roughly halve the sequential echo rate.
+The keeper costs the loop a lock around each ``send``/``recv`` (about 0.1 µs) and a wake-up
+every ``CHECK_EVERY`` seconds; the ``busy kernel`` rows of ``benchmarks/compare.py`` measure it.
+
+Sharing a socket with the loop follows two rules. Reads: the keeper only peeks, and it parses
+frames from a boundary the protocol records (``EndpointProtocol.frame_end``); the bytes the
+loop has read but not parsed yet are in the stream's buffer, which the keeper copies while the
+loop cannot read (the socket's lock). Writes: the keeper writes a pong only between the loop's
+frames (nothing half-sent, nothing queued in the stream), under the same lock; a pong that
+does not go out whole goes first on the loop's next write.
+
+Limits: a TLS connection is encrypted inside its stream, so the keeper leaves it alone (its
+clients rely on their keepalive timeout, 40 s by default). A C call that holds the GIL for its
+whole run stops every Python thread, this one too (and most such calls release it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Waiting", "WireKeeper", "WireSocket"]
+
+logger = logging.getLogger("ws_notebook")
+
+CHECK_EVERY = 0.25  # seconds between looks at the loop, and between passes while it is stalled
+STALL_AFTER = 1.0  # seconds without the loop running before the keeper steps in
+PEEK_AT_MOST = 8 * 1024 * 1024  # bytes looked at per connection and pass (socket buffers hold less)
+HEAD_AT_MOST = 64 * 1024  # bytes of a handshake request looked at (the server's header limit)
+
+_PING, _PONG, _CLOSE = 0x9, 0xA, 0x8
+GOING_AWAY = 1001
+
+
+class WireSocket(socket.socket):
+    """A connection's socket, shared by the loop and the keeper.
+
+    The loop's reads and writes take ``lock`` and count what was read, so the keeper can peek
+    at a consistent position and write a frame only between two of the loop's. ``answered`` is
+    set when the keeper answered the handshake: the server's own answer is then not sent again.
+    """
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> WireSocket:
+        wire = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        wire.setblocking(False)
+        return wire
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()
+        self.received = 0  # bytes the loop has read
+        self.half_sent = False  # the loop's last send did not take all it was given
+        self.unsent = b""  # the end of a keeper's frame the socket did not take: goes first
+        self.touched = False  # the loop has used the socket (the keeper leaves its handshake)
+        self.answered = False  # the keeper sent "101 Switching Protocols"
+        self.refused: str | None = None  # the server refused what the keeper had accepted
+        self.waited: Waiting | None = None  # messages that came before the server opened it
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        with self.lock:
+            self.touched = True
+            count = super().recv_into(buffer, nbytes, flags)
+            self.received += count
+            return count
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        with self.lock:
+            self.touched = True
+            if self.unsent and not self._send_unsent():
+                return 0  # the stream tries again when the socket is writable
+            if self.answered:
+                return self._instead_of_answer(data, flags)
+            if self.refused is not None:
+                return len(data)  # the rest of a refusal the client can no longer read
+            sent = super().send(data, flags)
+            self.half_sent = sent < len(data)
+            return sent
+
+    def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
+        buffers = list(buffers)
+        with self.lock:
+            self.touched = True
+            if self.unsent and not self._send_unsent():
+                return 0
+            if self.answered or self.refused is not None:
+                return self.send(b"".join(buffers))  # only around a handshake: rare
+            sent = super().sendmsg(buffers, *args)
+            self.half_sent = sent < sum(map(len, buffers))
+            return sent
+
+    def _send_unsent(self) -> bool:
+        """Send what is left of the keeper's frame; True once it is all out."""
+        try:
+            sent = super().send(self.unsent)
+        except BlockingIOError:
+            return False
+        self.unsent = self.unsent[sent:]
+        return not self.unsent
+
+    def _instead_of_answer(self, data: Any, flags: int) -> int:
+        """The server's handshake answer, when the keeper already sent one: not sent twice.
+
+        The answer is the first thing the server writes. If it is not a 101 (the endpoint went
+        away meanwhile, say), the client already took the keeper's: it gets a close frame
+        saying why instead, and the rest of the server's answer is dropped.
+        """
+        data = bytes(data)
+        end = data.find(b"\r\n\r\n")
+        if end < 0:  # not a whole response head: write what comes as the server sends it
+            self.answered = False
+            return super().send(data, flags)
+        self.answered = False
+        status = data[: data.find(b"\r\n")].decode("latin-1")
+        if " 101 " not in status + " ":
+            self.refused = status
+            reason = f"the server refused after all: {status}"[:123].encode()
+            frame = bytes((0x88, 2 + len(reason))) + struct.pack("!H", 1008) + reason
+            with contextlib.suppress(OSError):
+                super().send(frame)
+            return len(data)
+        rest = data[end + 4 :]
+        if not rest:
+            return len(data)
+        return end + 4 + super().send(rest, flags)
+
+
+@dataclass
+class Waiting:
+    """Messages of one connection that wait for the kernel: how many, since when."""
+
+    endpoint: str
+    client: str  # the client's id, or "" for a connection the server has not opened yet
+    messages: int = 0
+    since: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Watched:
+    """What the keeper knows of one connection during a stall."""
+
+    wire: WireSocket
+    endpoint: str
+    client: str
+    protocol: Any = None  # the EndpointProtocol, once the server has opened the connection
+    stream: Any = None
+    known: bytes = b""  # bytes from ``start`` the loop had read but not parsed, at the stall
+    start: int = 0  # where ``known`` starts, in the socket's ``received`` count
+    scan: int = 0  # where the next frame not looked at starts, same count
+    waiting: Waiting | None = None
+
+
+class WireKeeper:
+    """The thread that keeps a server's connections alive while its loop is stalled.
+
+    ``connections()`` lists the open ones as ``(protocol, endpoint name, client id)``; it is
+    called from this thread while the loop is stalled. ``answer(head)`` decides a handshake
+    (``None``: leave it to the server), ``adopt(sock, address)`` hands an accepted connection to
+    the server (it runs on the loop), and ``resumed(waits)`` runs on the loop once it runs
+    again, with what waited. ``on_waiting`` (if set) is told from this thread what waits.
+    """
+
+    def __init__(
+        self,
+        loop: Any,
+        listening: list[socket.socket],
+        connections: Callable[[], list[tuple[Any, str, str]]],
+        answer: Callable[[bytes], str | None],
+        adopt: Callable[[socket.socket, Any], None],
+        resumed: Callable[[list[Waiting], float], None],
+    ) -> None:
+        self.loop = loop
+        self.listening = listening
+        self.connections = connections
+        self.answer = answer
+        self.adopt = adopt
+        self.resumed = resumed
+        self.on_waiting: Callable[[list[Waiting]], None] | None = None
+        self.beat = time.monotonic()  # when the loop last ran the keeper's probe
+        self._probing = False
+        self.stalled_since: float | None = None  # wall-clock time, for the log
+        self._watched: dict[int, _Watched] = {}  # by file descriptor, during a stall
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()  # one pass at a time, and not while the stall ends
+        self._thread = threading.Thread(target=self._run, name="ws_notebook wire", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (from the loop's thread)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    @property
+    def stalled(self) -> bool:
+        return self.stalled_since is not None
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECK_EVERY):
+            try:
+                if not self._probing:
+                    self._probing = True
+                    self.loop.call_soon_threadsafe(self._alive)
+            except RuntimeError:  # the loop is closed: the kernel is going away
+                return
+            if time.monotonic() - self.beat < STALL_AFTER:
+                continue
+            try:
+                with self._mutex:
+                    self._keep()
+            except Exception:  # never let the keeper die: log, and try again next pass
+                logger.exception("the wire keeper failed in a pass; it goes on")
+
+    def _alive(self) -> None:
+        """On the loop: it runs. Ends a stall, telling the server what waited."""
+        self.beat = time.monotonic()
+        self._probing = False
+        if self.stalled_since is None:
+            return
+        with self._mutex:
+            waits = [w.waiting for w in self._watched.values() if w.waiting is not None]
+            seconds = time.time() - self.stalled_since
+            self.stalled_since = None
+            self._watched = {}
+        self.resumed([w for w in waits if w.client], seconds)
+
+    # -- one pass while the loop is stalled --------------------------------------------------
+
+    def _keep(self) -> None:
+        if self.stalled_since is None:
+            self.stalled_since = time.time() - (time.monotonic() - self.beat)
+            self._watch_open_connections()
+        self._accept()
+        changed = False
+        for watched in list(self._watched.values()):
+            if self.stalled_since is None:  # the loop runs again: it has the wire
+                return
+            changed |= self._look(watched)
+        if changed and self.on_waiting is not None:
+            self.on_waiting([w.waiting for w in self._watched.values() if w.waiting])
+
+    def _watch_open_connections(self) -> None:
+        for protocol, endpoint, client in self.connections():
+            stream = getattr(protocol, "stream", None)
+            wire = getattr(stream, "socket", None)
+            if not isinstance(wire, WireSocket):
+                continue  # TLS, or already closed
+            with wire.lock:
+                watched = _Watched(wire, endpoint, client, protocol, stream)
+                if self._known_bytes(watched):
+                    self._watched[wire.fileno()] = watched
+
+    @staticmethod
+    def _known_bytes(watched: _Watched) -> bool:
+        """Where frames start, and the bytes read but not parsed; False if that is unknown.
+
+        Called with the socket's lock held, so the loop reads nothing meanwhile; it is stalled,
+        so it parses nothing either.
+        """
+        protocol, stream, wire = watched.protocol, watched.stream, watched.wire
+        base = getattr(protocol, "wire_base", None)
+        if base is None or stream._read_buffer_size != wire.received - (
+            base + protocol._wire_bytes_in
+        ):
+            return False  # not reading frames yet, or caught between two steps of a read
+        parsed = base + protocol._wire_bytes_in
+        boundary = protocol.frame_end
+        if boundary < parsed:  # between a frame's first bytes and its length: rare, skipped
+            return False
+        watched.start = watched.scan = boundary
+        if boundary < wire.received:
+            watched.known = bytes(stream._read_buffer[boundary - parsed : stream._read_buffer_size])
+        return True
+
+    def _accept(self) -> None:
+        for listening in self.listening:
+            for _ in range(128):
+                try:
+                    sock, address = listening.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # out of descriptors, say: the loop's acceptor reports it
+                    break
+                wire = WireSocket.adopt(sock)
+                self._watched[wire.fileno()] = _Watched(wire, "", "")
+                self.loop.call_soon_threadsafe(self.adopt, wire, address)
+
+    def _look(self, watched: _Watched) -> bool:
+        """Peek at what a connection sent; answer its handshake and pings. True if more waits."""
+        wire = watched.wire
+        with wire.lock:
+            if wire.touched and watched.protocol is None:
+                self._watched.pop(wire.fileno(), None)  # the loop has it now
+                return False
+            try:
+                data = wire.recv(
+                    min(PEEK_AT_MOST, watched.scan - wire.received + 65536),
+                    socket.MSG_PEEK | socket.MSG_DONTWAIT,
+                )
+            except (BlockingIOError, InterruptedError):
+                data = b""
+            except OSError:
+                self._watched.pop(wire.fileno(), None)
+                return False
+            if wire.received < watched.start:  # all known bytes are parsed: none before start
+                data = data[watched.start - wire.received :]
+            data = watched.known + data
+            if not watched.endpoint:
+                return self._handshake(watched, data)
+            return self._frames(watched, data)
+
+    def _handshake(self, watched: _Watched, data: bytes) -> bool:
+        end = data.find(b"\r\n\r\n", 0, HEAD_AT_MOST)
+        if end < 0:
+            return False
+        head = data[: end + 4]
+        endpoint = self.answer(head)
+        if endpoint is None:  # not one the keeper is sure of: the server answers when it runs
+            self._watched.pop(watched.wire.fileno(), None)
+            return False
+        response = _switching(head)
+        if not self._write(watched, response):
+            self._watched.pop(watched.wire.fileno(), None)
+            return False
+        watched.wire.answered = True
+        watched.endpoint = endpoint
+        watched.start = watched.scan = end + 4
+        watched.known = b""
+        return self._frames(watched, data[end + 4 :]) or True
+
+    def _frames(self, watched: _Watched, data: bytes) -> bool:
+        """Look at the frames from ``watched.scan``; ``data`` starts at ``watched.start``."""
+        position = watched.scan - watched.start
+        new_messages = 0
+        while True:
+            frame = _frame_at(data, position)
+            if frame is None:
+                break
+            opcode, payload, end = frame
+            if opcode == _PING and payload is not None:
+                self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload)
+            elif opcode == _PONG and watched.protocol is not None:
+                watched.protocol._received_pong = True  # the server's ping was answered in time
+            elif opcode in (0x1, 0x2, 0x0):
+                new_messages += opcode != 0x0
+            position = end
+        watched.scan = watched.start + position
+        if not new_messages:
+            return False
+        if watched.waiting is None:
+            watched.waiting = Waiting(watched.endpoint, watched.client)
+            if watched.protocol is None:  # the server logs it when it opens the connection
+                watched.wire.waited = watched.waiting
+        watched.waiting.messages += new_messages
+        return True
+
+    @staticmethod
+    def _write(watched: _Watched, frame: bytes) -> bool:
+        """Write a frame of the keeper's between two of the loop's; False if it cannot now."""
+        wire, stream = watched.wire, watched.stream
+        if wire.half_sent or wire.unsent or (stream is not None and stream.writing()):
+            return False
+        if watched.protocol is not None and watched.protocol.server_terminated:
+            return False
+        try:
+            sent = socket.socket.send(wire, frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        wire.unsent = frame[sent:]
+        return True
+
+    def close_all(self, reason: str) -> None:
+        """Tell every open connection 1001 (going away) from this thread: the kernel is going
+        away while its loop is stalled, so the server cannot say it itself."""
+        code_and_reason = struct.pack("!H", GOING_AWAY) + reason.encode()[:123]
+        frame = bytes((0x88, len(code_and_reason))) + code_and_reason
+        for protocol, endpoint, client in self.connections():
+            wire = getattr(getattr(protocol, "stream", None), "socket", None)
+            if not isinstance(wire, WireSocket):
+                continue
+            with wire.lock:
+                watched = _Watched(wire, endpoint, client, protocol, protocol.stream)
+                if self._write(watched, frame):
+                    protocol.server_terminated = True
+                    with contextlib.suppress(OSError):
+                        wire.shutdown(socket.SHUT_WR)
+
+
+def _switching(head: bytes) -> bytes:
+    """The "101 Switching Protocols" answer to a WebSocket handshake request."""
+    from tornado.websocket import WebSocketProtocol13
+
+    key = ""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "sec-websocket-key":
+            key = value.strip()
+    accept = WebSocketProtocol13.compute_accept_value(key)
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    ).encode("latin-1")
+
+
+def _frame_at(data: bytes, at: int) -> tuple[int, bytes | None, int] | None:
+    """The client frame starting at ``data[at]``: opcode, unmasked payload (control frames
+    only) and where it ends; None if it is not all there yet (a data frame's header is enough)."""
+    if len(data) < at + 2:
+        return None
+    first, second = data[at], data[at + 1]
+    opcode, length, head = first & 0x0F, second & 0x7F, at + 2
+    if length == 126:
+        if len(data) < head + 2:
+            return None
+        length, head = struct.unpack_from("!H", data, head)[0], head + 2
+    elif length == 127:
+        if len(data) < head + 8:
+            return None
+        length, head = struct.unpack_from("!Q", data, head)[0], head + 8
+    mask_end = head + (4 if second & 0x80 else 0)
+    end = mask_end + length
+    if opcode & 0x8:  # a control frame: its payload is needed, and it is small
+        if len(data) < end or length > 125:
+            return None
+        payload = data[mask_end:end]
+        if second & 0x80:
+            mask = data[head:mask_end]
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return opcode, payload, end
+    if len(data) < end:  # a message still arriving: count it once it is all in
+        return None
+    return opcode, None, end
