@@ -183,6 +183,17 @@ def stop() -> None:
         _server.stop()
 
 
+def going_away(reason: str) -> None:
+    """Close every client with 1001, from any thread, even while a cell blocks the kernel.
+
+    The kernel's shutdown and restart requests run on its control thread: this is what the
+    extension calls from there, so clients learn the kernel went away instead of seeing the
+    connection drop (1006) when the process is killed.
+    """
+    if _server is not None and _server.running:
+        _server.going_away(reason)
+
+
 def reset() -> None:
     """Stop the server and watchers and forget every endpoint, as a fresh kernel would have it."""
     global _server

@@ -521,6 +521,24 @@ def load_ipython_extension(ipython: Any) -> None:
         logger.addHandler(_log_handler)
         logger.setLevel(logging.INFO)  # errors, and what a watched folder's changes did
         logger.propagate = False
+    _watch_kernel_shutdown(getattr(ipython, "kernel", None))
+
+
+def _watch_kernel_shutdown(kernel: Any) -> None:
+    """Close clients with 1001 when the kernel is shut down or restarted, even mid-cell.
+
+    ipykernel has no shutdown hook; its control thread calls ``do_shutdown`` (this instance's
+    is wrapped, and given back on unload) while a cell may still block the main thread.
+    """
+    if kernel is None or "do_shutdown" in vars(kernel):
+        return
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        api.going_away("kernel restarting" if restart else "kernel shutting down")
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -530,6 +548,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     for panel in panels():
         panel.close()
     api.reset()
+    kernel = getattr(ipython, "kernel", None)
+    if kernel is not None and "do_shutdown" in vars(kernel):
+        del kernel.do_shutdown
     if _routing is not None:
         _routing.restore()
         _routing = None
