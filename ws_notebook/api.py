@@ -122,12 +122,20 @@ def start(
 
 
 def mount(
-    descriptor: Descriptor, handlers: Any = None, *, log_capacity: int | None = None
+    descriptor: Descriptor,
+    handlers: Any = None,
+    *,
+    log_capacity: int | None = None,
+    thread: bool = False,
 ) -> Mounted:
-    """Mount or redefine an endpoint without starting the server."""
+    """Mount or redefine an endpoint without starting the server.
+
+    ``thread=True`` serves it on a thread of its own, so its handlers run while a cell blocks;
+    they then run beside the notebook's code (see ``ws_notebook.worker``).
+    """
     found = Handlers() if handlers is None else Handlers.from_object(handlers)
     _stopped.pop(descriptor.endpoint, None)
-    return default_server().registry.mount(descriptor, found, log_capacity)
+    return default_server().registry.mount(descriptor, found, log_capacity, threaded=thread)
 
 
 def serve(
@@ -139,6 +147,7 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     log_capacity: int | None = None,
+    thread: bool = False,
 ) -> Endpoint:
     """Mount an endpoint and make sure the server is running; returns the endpoint.
 
@@ -155,7 +164,7 @@ def serve(
             created_by=created_by,
         )
     start(host, port)
-    return mount(endpoint, handlers, log_capacity=log_capacity).endpoint
+    return mount(endpoint, handlers, log_capacity=log_capacity, thread=thread).endpoint
 
 
 def unmount(name: str, *, stopped_with: str | None = None) -> Endpoint:

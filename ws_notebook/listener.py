@@ -15,12 +15,12 @@ import errno
 import logging
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from .wire import WireSocket
+from .wire import HEAD_AT_MOST, WireSocket
 
 __all__ = ["Listener"]
 
@@ -29,13 +29,36 @@ logger = logging.getLogger("ws_notebook")
 ACCEPT_BATCH = 128  # connections accepted per wake-up at most, as Tornado does: others get a turn
 RETRY_AFTER = 0.1  # seconds the socket is not polled after an error that would repeat at once
 REPORT_EVERY = 1.0  # seconds: at most one log line this often, counting the failed accepts
+WAIT_FOR_MORE = 0.02  # seconds between looks at a request head that came in parts
 
 # The peer gave up before accept() returned its connection: take the next one, nothing to report.
 _PEER_GONE = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO})
 
 
+class Router(Protocol):
+    def wants_routing(self) -> bool: ...
+    def divert(self, head: bytes, sock: socket.socket, address: Any) -> bool: ...
+
+
 class Listener(HTTPServer):
-    """Tornado's HTTPServer, accepting connections with :class:`_Acceptor`."""
+    """Tornado's HTTPServer, accepting connections with :class:`_Acceptor`.
+
+    With a ``router`` that wants it (some endpoint runs on a thread of its own), a new
+    connection's request head is looked at first (peeked: Tornado still reads it), and the
+    router may take the connection elsewhere.
+    """
+
+    router: Router | None = None
+
+    def _handle_connection(self, connection: socket.socket, address: Any) -> None:
+        if self.router is None or self.ssl_options is not None or not self.router.wants_routing():
+            self.handle_here(connection, address)
+        else:
+            _HeadWait(connection, address, self)
+
+    def handle_here(self, connection: socket.socket, address: Any) -> None:
+        """Serve the connection on this loop, as Tornado does."""
+        super()._handle_connection(connection, address)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -46,6 +69,49 @@ class Listener(HTTPServer):
     @property
     def listening(self) -> list[socket.socket]:
         return list(self._sockets.values())
+
+
+class _HeadWait:
+    """Waits (on the loop, without reading) for a request head, then routes the connection.
+
+    A connection that sends no complete head within the handshake timeout, or closes, or
+    sends more than a head may hold, is left to Tornado, which answers it as it would.
+    """
+
+    def __init__(self, sock: socket.socket, address: Any, listener: Listener) -> None:
+        self.sock, self.address, self.listener = sock, address, listener
+        self.loop = IOLoop.current()
+        timeout = listener.conn_params.header_timeout or 10.0
+        self.deadline = self.loop.call_later(timeout, self._route, b"")
+        self.retry: object | None = None  # the timeout that looks again at a partial head
+        self.loop.add_handler(sock, self._readable, IOLoop.READ)
+
+    def _readable(self, sock: socket.socket, events: int) -> None:
+        try:
+            data = sock.recv(HEAD_AT_MOST, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.loop.remove_handler(sock)
+        if data and b"\r\n\r\n" not in data and len(data) < HEAD_AT_MOST:
+            # Part of a head: look again shortly (the bytes stay, so polling now would spin).
+            self.retry = self.loop.call_later(WAIT_FOR_MORE, self._watch)
+            return
+        self._route(data)
+
+    def _watch(self) -> None:
+        self.retry = None
+        self.loop.add_handler(self.sock, self._readable, IOLoop.READ)
+
+    def _route(self, head: bytes) -> None:
+        if self.retry is not None:
+            self.loop.remove_timeout(self.retry)
+        self.loop.remove_handler(self.sock)
+        self.loop.remove_timeout(self.deadline)
+        router = self.listener.router
+        if not (head and router is not None and router.divert(head, self.sock, self.address)):
+            self.listener.handle_here(self.sock, self.address)
 
 
 class _Acceptor:

@@ -88,6 +88,12 @@ def _cell_parser() -> MagicArgumentParser:
         action="store_true",
         help="keep no value from the cell's previous run (open connections still stay open)",
     )
+    parser.add_argument(
+        "--thread",
+        action="store_true",
+        help="run the handlers on a thread of their own, so they answer while a cell computes; "
+        "they then run beside your code: guard what both change with a lock",
+    )
     return parser
 
 
@@ -300,22 +306,25 @@ class WebSocketMagics(Magics):
             created_by=args.created_by,
         )
         server = api.start(args.host, args.port)  # first: a busy port must not leave it mounted
-        mounted = api.mount(descriptor, handlers, log_capacity=args.log_capacity)
+        mounted = api.mount(
+            descriptor, handlers, log_capacity=args.log_capacity, thread=args.thread
+        )
         mounted.endpoint.output = _cell_output(self.shell)  # this cell, even once others ran
         url = server.url(args.name)
         defined = ", ".join(handlers.defined) or "none: only broadcast will reach clients"
         previous = mounted.replaced
+        mode = ", on its own thread" if args.thread else ""
         if previous is None:
-            print(f"{args.name}: serving at {url} (handlers: {defined})")
+            print(f"{args.name}: serving at {url} (handlers: {defined}{mode})")
         elif previous.location != descriptor.location:
             print(
                 f"{args.name}: replaced the endpoint {self._origin(previous)}; "
                 f"{len(mounted.endpoint.clients)} open connections now use this cell's handlers "
-                f"({defined}), at {url}"
+                f"({defined}{mode}), at {url}"
             )
         else:
             print(
-                f"{args.name}: handlers updated in place ({defined}); "
+                f"{args.name}: handlers updated in place ({defined}{mode}); "
                 f"{len(mounted.endpoint.clients)} open connections kept, at {url}"
             )
         if args.panel:

@@ -67,6 +67,9 @@ class Endpoint:
         # Where what its handlers print goes besides the log (None: the process's own streams);
         # whoever defines the endpoint sets it, as the notebook sets it to the defining cell.
         self.output: Target | None = None
+        # Served on a thread of its own (ws_notebook.worker), so its handlers run while cells
+        # block; new connections follow a change, open ones stay where they are.
+        self.threaded = False
 
     @property
     def name(self) -> str:
@@ -224,7 +227,11 @@ class Registry:
             subscriber(endpoint, event)
 
     def mount(
-        self, descriptor: Descriptor, handlers: Handlers, log_capacity: int | None = None
+        self,
+        descriptor: Descriptor,
+        handlers: Handlers,
+        log_capacity: int | None = None,
+        threaded: bool = False,
     ) -> Mounted:
         """Mount an endpoint, or swap the handlers of the one already mounted under that name."""
         check_endpoint_name(descriptor.endpoint)
@@ -232,9 +239,11 @@ class Registry:
         if current is None:
             capacity = DEFAULT_LOG_CAPACITY if log_capacity is None else log_capacity
             endpoint = Endpoint(descriptor, handlers, capacity)
+            endpoint.threaded = threaded
             self._endpoints[descriptor.endpoint] = endpoint
             self._listen(endpoint)
             return Mounted(endpoint, None)
+        current.threaded = threaded
         replaced = current.descriptor
         current.output = None  # the new definer says where its output goes
         if current.handlers is not handlers:

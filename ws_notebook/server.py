@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -33,6 +34,7 @@ from .listener import Listener
 from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, Endpoint, Registry
 from .wire import Waiting, WireKeeper
+from .worker import EndpointThread
 
 __all__ = ["DEFAULT_HOST", "Limits", "Server", "ServerError"]
 
@@ -81,6 +83,20 @@ class Limits:
     compression: bool = False
     slow_handler: float = 10.0
     handshake_timeout: float = 10.0
+
+
+def _endpoint_route(path: str) -> re.Match[str] | None:
+    return next(filter(None, (route.fullmatch(path) for route in ENDPOINT_ROUTES)), None)
+
+
+def endpoint_in(head: bytes) -> str | None:
+    """The endpoint name a request's first line asks for, if it asks for one."""
+    line = head[: head.find(b"\r\n")].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3:
+        return None
+    match = _endpoint_route(parts[1].partition("?")[0])
+    return unquote(match[1]) if match is not None else None
 
 
 def waited_detail(waited: Waiting) -> str:
@@ -321,6 +337,7 @@ class Server:
         self._http: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keeper: WireKeeper | None = None
+        self._worker: EndpointThread | None = None  # for threaded endpoints, made when needed
         # While a cell blocks the loop: the messages waiting for it, as the keeper last saw
         # them, and functions told of changes (from the keeper's thread).
         self.waiting: list[Waiting] = []
@@ -391,7 +408,7 @@ class Server:
         except (HTTPInputError, ValueError):
             return None
         path, _, query = start.path.partition("?")
-        match = next(filter(None, (route.fullmatch(path) for route in ENDPOINT_ROUTES)), None)
+        match = _endpoint_route(path)
         connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
         if (
             match is None
@@ -462,34 +479,29 @@ class Server:
             raise ServerError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from error
-        # Tornado's idle_connection_timeout is the time from waiting for a request (after the
-        # connection opens, or the last response) to its headers' end, TLS handshake included:
-        # trickling bytes does not extend it. A WebSocket is past it once upgraded.
-        timeout = self.limits.handshake_timeout
-        http = Listener(
-            self.application(),
-            ssl_options=self.ssl_context,
-            idle_connection_timeout=timeout,
-            body_timeout=timeout,
-            max_header_size=64 * 1024,
-            max_body_size=self.limits.max_message_size,  # no route reads a body
-        )
+        http = Listener(self.application(), **self._http_options())
+        http.router = self
         http.add_sockets(sockets)
         self._http = http
         self._loop = asyncio.get_running_loop()
         self.host = host
         self.port = sockets[0].getsockname()[1]
         if self.ssl_context is None:  # a TLS stream's bytes are encrypted: nothing to keep
-            self._keeper = WireKeeper(
-                self._loop,
-                http.listening,
-                self._open_connections,
-                self.upgrade_answer,
-                http._handle_connection,
-                self._waited,
-            )
-            self._keeper.on_waiting = self._report_waiting
+            self._keeper = WireKeeper(self._loop, http.listening, self)
             self._keeper.start()
+
+    def _http_options(self) -> dict[str, Any]:
+        # Tornado's idle_connection_timeout is the time from waiting for a request (after the
+        # connection opens, or the last response) to its headers' end, TLS handshake included:
+        # trickling bytes does not extend it. A WebSocket is past it once upgraded.
+        timeout = self.limits.handshake_timeout
+        return {
+            "ssl_options": self.ssl_context,
+            "idle_connection_timeout": timeout,
+            "body_timeout": timeout,
+            "max_header_size": 64 * 1024,
+            "max_body_size": self.limits.max_message_size,  # no route reads a body
+        }
 
     def stop(self, reason: str = "server stopping") -> None:
         """Close every client with 1001 (going away) and free the port."""
@@ -498,6 +510,7 @@ class Server:
             self._keeper = None
         for endpoint in self.registry:
             endpoint.close_all(GOING_AWAY, reason)
+        self._stop_worker()
         if self._http is not None:
             self._http.stop()
             self._http = None
@@ -519,27 +532,74 @@ class Server:
         if not done.wait(1.0) and keeper is not None:
             keeper.close_all(reason)
 
+    # -- threaded endpoints (see ws_notebook.worker) ------------------------------------------
+
+    def wants_routing(self) -> bool:
+        """New connections must be sorted by endpoint: some endpoint runs on its own thread."""
+        return any(endpoint.threaded for endpoint in self.registry)
+
+    def divert(self, head: bytes, sock: socket.socket, address: Any) -> bool:
+        """Hand a new connection to the endpoint thread if its request names a threaded
+        endpoint (from the loop's thread, or the wire keeper's); False: it stays here."""
+        name = endpoint_in(head)
+        endpoint = self.registry.find(name) if name is not None else None
+        if endpoint is None or not endpoint.threaded:
+            return False
+        if self._worker is None:
+            self._worker = EndpointThread(self.application(), **self._http_options())
+        self._worker.serve(sock, address)
+        return True
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+
+        def on_worker() -> list[Client]:
+            return [
+                client
+                for endpoint in self.registry
+                for client in list(endpoint.clients.values())
+                if client._loop.asyncio_loop is worker.loop
+            ]
+
+        def abort() -> None:
+            for client in on_worker():
+                if client._socket is not None and client._socket.ws_connection is not None:
+                    client._socket.ws_connection._abort()
+
+        worker.stop(lambda: len(on_worker()), abort)
+
     # -- the wire keeper's view of the server (see ws_notebook.wire) ----------------------------
 
-    def _open_connections(self) -> list[tuple[Any, str, str]]:
-        """The open connections' protocols, endpoint names and client ids (from any thread)."""
+    def open_connections(self) -> list[tuple[Any, str, str]]:
+        """The open connections of the server's own loop: protocols, endpoint names and client
+        ids (from the keeper's thread, so a copy made while nothing changes them)."""
         try:
             return [
                 (client._socket.ws_connection, endpoint.name, client.id)
                 for endpoint in list(self.registry)
                 for client in list(endpoint.clients.values())
-                if client._socket is not None and client._socket.ws_connection is not None
+                if client._socket is not None
+                and client._socket.ws_connection is not None
+                and client._loop.asyncio_loop is self._loop
             ]
         except RuntimeError:  # changed while copied: the loop runs again, nothing to keep
             return []
 
-    def _report_waiting(self, waiting: list[Waiting]) -> None:
+    def handle_connection(self, sock: socket.socket, address: Any) -> None:
+        self._http._handle_connection(sock, address)
+
+    def handle_answered(self, sock: socket.socket, address: Any) -> None:
+        self._http.handle_here(sock, address)
+
+    def report_waiting(self, waiting: list[Waiting]) -> None:
         """From the keeper's thread, while the loop is stalled: what waits, for the panels."""
         self.waiting = waiting
         for listener in list(self.waiting_listeners):
             listener(waiting)
 
-    def _waited(self, waits: list[Waiting], seconds: float) -> None:
+    def waited(self, waits: list[Waiting], seconds: float) -> None:
         """On the loop, once it runs again: log what waited for it, client by client."""
         self.waiting = []
         self.last_stall = (time.time(), seconds, sum(w.messages for w in waits))

@@ -41,11 +41,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Waiting", "WireKeeper", "WireSocket"]
+__all__ = ["KeptServer", "Waiting", "WireKeeper", "WireSocket"]
 
 logger = logging.getLogger("ws_notebook")
 
@@ -174,34 +174,41 @@ class _Watched:
     start: int = 0  # where ``known`` starts, in the socket's ``received`` count
     scan: int = 0  # where the next frame not looked at starts, same count
     waiting: Waiting | None = None
+    address: Any = None  # of a connection the keeper accepted
+
+
+class KeptServer(Protocol):
+    """What the keeper asks of the server (``Server`` has these)."""
+
+    def open_connections(self) -> list[tuple[Any, str, str]]:
+        """The open connections of the stalled loop: ``(protocol, endpoint name, client id)``."""
+
+    def divert(self, head: bytes, sock: socket.socket, address: Any) -> bool:
+        """Hand a new connection to the loop of a threaded endpoint, if it is for one."""
+
+    def upgrade_answer(self, head: bytes) -> str | None:
+        """The endpoint a handshake request opens, if the server will surely accept it."""
+
+    def handle_connection(self, sock: socket.socket, address: Any) -> None:
+        """Take a new connection as if just accepted (on the loop)."""
+
+    def handle_answered(self, sock: socket.socket, address: Any) -> None:
+        """Take a connection whose handshake the keeper answered (on the loop)."""
+
+    def waited(self, waits: list[Waiting], seconds: float) -> None:
+        """The loop runs again (on the loop): what waited for it, and how long it stalled."""
+
+    def report_waiting(self, waiting: list[Waiting]) -> None:
+        """What waits now (from the keeper's thread, while the loop is stalled)."""
 
 
 class WireKeeper:
-    """The thread that keeps a server's connections alive while its loop is stalled.
+    """The thread that keeps a server's connections alive while its loop is stalled."""
 
-    ``connections()`` lists the open ones as ``(protocol, endpoint name, client id)``; it is
-    called from this thread while the loop is stalled. ``answer(head)`` decides a handshake
-    (``None``: leave it to the server), ``adopt(sock, address)`` hands an accepted connection to
-    the server (it runs on the loop), and ``resumed(waits)`` runs on the loop once it runs
-    again, with what waited. ``on_waiting`` (if set) is told from this thread what waits.
-    """
-
-    def __init__(
-        self,
-        loop: Any,
-        listening: list[socket.socket],
-        connections: Callable[[], list[tuple[Any, str, str]]],
-        answer: Callable[[bytes], str | None],
-        adopt: Callable[[socket.socket, Any], None],
-        resumed: Callable[[list[Waiting], float], None],
-    ) -> None:
+    def __init__(self, loop: Any, listening: list[socket.socket], server: KeptServer) -> None:
         self.loop = loop
         self.listening = listening
-        self.connections = connections
-        self.answer = answer
-        self.adopt = adopt
-        self.resumed = resumed
-        self.on_waiting: Callable[[list[Waiting]], None] | None = None
+        self.server = server
         self.beat = time.monotonic()  # when the loop last ran the keeper's probe
         self._probing = False
         self.stalled_since: float | None = None  # wall-clock time, for the log
@@ -246,11 +253,14 @@ class WireKeeper:
         if self.stalled_since is None:
             return
         with self._mutex:
-            waits = [w.waiting for w in self._watched.values() if w.waiting is not None]
+            watched = list(self._watched.values())
             seconds = time.time() - self.stalled_since
             self.stalled_since = None
             self._watched = {}
-        self.resumed([w for w in waits if w.client], seconds)
+        for undecided in (w for w in watched if not w.endpoint and not w.wire.touched):
+            self.server.handle_connection(undecided.wire, undecided.address)
+        waits = [w.waiting for w in watched if w.waiting is not None and w.client]
+        self.server.waited(waits, seconds)
 
     # -- one pass while the loop is stalled --------------------------------------------------
 
@@ -264,11 +274,11 @@ class WireKeeper:
             if self.stalled_since is None:  # the loop runs again: it has the wire
                 return
             changed |= self._look(watched)
-        if changed and self.on_waiting is not None:
-            self.on_waiting([w.waiting for w in self._watched.values() if w.waiting])
+        if changed:
+            self.server.report_waiting([w.waiting for w in self._watched.values() if w.waiting])
 
     def _watch_open_connections(self) -> None:
-        for protocol, endpoint, client in self.connections():
+        for protocol, endpoint, client in self.server.open_connections():
             stream = getattr(protocol, "stream", None)
             wire = getattr(stream, "socket", None)
             if not isinstance(wire, WireSocket):
@@ -310,8 +320,7 @@ class WireKeeper:
                 except OSError:  # out of descriptors, say: the loop's acceptor reports it
                     break
                 wire = WireSocket.adopt(sock)
-                self._watched[wire.fileno()] = _Watched(wire, "", "")
-                self.loop.call_soon_threadsafe(self.adopt, wire, address)
+                self._watched[wire.fileno()] = _Watched(wire, "", "", address=address)
 
     def _look(self, watched: _Watched) -> bool:
         """Peek at what a connection sent; answer its handshake and pings. True if more waits."""
@@ -341,16 +350,18 @@ class WireKeeper:
         end = data.find(b"\r\n\r\n", 0, HEAD_AT_MOST)
         if end < 0:
             return False
-        head = data[: end + 4]
-        endpoint = self.answer(head)
-        if endpoint is None:  # not one the keeper is sure of: the server answers when it runs
-            self._watched.pop(watched.wire.fileno(), None)
+        head, wire = data[: end + 4], watched.wire
+        if self.server.divert(head, wire, watched.address):  # a threaded endpoint's loop has it
+            self._watched.pop(wire.fileno(), None)
             return False
-        response = _switching(head)
-        if not self._write(watched, response):
-            self._watched.pop(watched.wire.fileno(), None)
+        endpoint = self.server.upgrade_answer(head)
+        if endpoint is None or not self._write(watched, _switching(head)):
+            # Not one the keeper is sure of: the server answers when its loop runs.
+            self._watched.pop(wire.fileno(), None)
+            self.loop.call_soon_threadsafe(self.server.handle_connection, wire, watched.address)
             return False
-        watched.wire.answered = True
+        wire.answered = True
+        self.loop.call_soon_threadsafe(self.server.handle_answered, wire, watched.address)
         watched.endpoint = endpoint
         watched.start = watched.scan = end + 4
         watched.known = b""
@@ -404,7 +415,7 @@ class WireKeeper:
         away while its loop is stalled, so the server cannot say it itself."""
         code_and_reason = struct.pack("!H", GOING_AWAY) + reason.encode()[:123]
         frame = bytes((0x88, len(code_and_reason))) + code_and_reason
-        for protocol, endpoint, client in self.connections():
+        for protocol, endpoint, client in self.server.open_connections():
             wire = getattr(getattr(protocol, "stream", None), "socket", None)
             if not isinstance(wire, WireSocket):
                 continue
