@@ -12,17 +12,44 @@ each time it is displayed: it is never a widget trait, so it is never saved in t
 
 from __future__ import annotations
 
+import html
+from typing import Any
+
 import anywidget
 import traitlets
 
 from . import api
 from .server import SERVICE_PATH, ServerError
 
-__all__ = ["KERNEL_WATCH_JS", "BrowserClient"]
+__all__ = ["KERNEL_WATCH_JS", "STATIC_NOTE", "BrowserClient", "with_static_html"]
 
-# Shared with the live panel: a widget's view outlives its kernel, so it must notice.
+STATIC_NOTE = (
+    "A static snapshot, taken when this widget was displayed (the live widget needs the kernel, "
+    "or the widget state saved with the notebook). Run the cell to see it live."
+)
+
+
+def with_static_html(bundle: Any, snapshot: str) -> Any:
+    """A widget's display bundle with a ``text/html`` snapshot beside its widget view.
+
+    A front end without the widget manager (a notebook viewer, an exported page), and
+    JupyterLab or Notebook 7 showing an untrusted notebook (the widget renderer is not "safe",
+    so a safe one wins), show the snapshot instead of the widget's ``text/plain`` repr or an
+    error. A trusted notebook always shows the widget view (the widget renderer ranks first),
+    which needs the widget state saved in the notebook (see ``keepInSavedNotebook``).
+    """
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+    data = {**data, "text/html": f'<div class="ws-notebook-snapshot">{snapshot}</div>'}
+    return data if metadata is None else (data, metadata)
+
+
+# Shared with the live panel: a widget's view outlives its kernel, so it must notice; and a saved
+# notebook must keep what the widget showed.
 KERNEL_WATCH_JS = r"""
 const KERNEL_GONE = ["starting", "restarting", "autorestarting", "dead"];
+const STATE_MIME = "application/vnd.jupyter.widget-state+json";
+const VIEW_MIME = "application/vnd.jupyter.widget-view+json";
+const OURS = ["ws-notebook-panel", "ws-notebook-browser-client"];  // our widgets' DOM classes
 
 // Calls gone(why) once the page's kernel is gone: "saved" for a view restored from the widget
 // state saved in the notebook, with no kernel behind it (ipywidgets marks it disconnected),
@@ -30,6 +57,7 @@ const KERNEL_GONE = ["starting", "restarting", "autorestarting", "dead"];
 // page restarts the kernel; a restart from elsewhere (the REST API, another tab) shows only as
 // the kernel's status, which JupyterLab's widget manager lets us watch.
 function watchKernel(model, el, gone) {
+  keepInSavedNotebook(model);
   let done = false;
   const once = (why) => { if (!done) { done = true; gone(why); } };
   if (el.classList.contains("jupyter-widgets-disconnected")) once("saved");
@@ -38,6 +66,71 @@ function watchKernel(model, el, gone) {
   const changed = (_, status) => { if (KERNEL_GONE.includes(status)) once("restarted"); };
   if (kernel && kernel.statusChanged) kernel.statusChanged.connect(changed);
   return () => { if (kernel && kernel.statusChanged) kernel.statusChanged.disconnect(changed); };
+}
+
+// With default settings JupyterLab and Notebook 7 save no widget state with the notebook, so
+// once reopened every widget output says "Error displaying widget: model not found". When the
+// page saves the notebook, write the state of this package's widgets that its outputs show (and
+// of the widgets they hold) into the notebook's widget metadata, which the widget manager loads
+// when the notebook is opened again: they then show their last state. Other widgets' saved
+// state is left as it is (Settings > Save Widget State Automatically saves theirs too). The hook
+// uses ipywidgets 8's document context (`_context`, JupyterLab 4 and Notebook 7); elsewhere it
+// does nothing.
+function keepInSavedNotebook(model) {
+  const manager = model.widget_manager;
+  const context = manager && manager._context;
+  if (!context || !context.saveState || !context.model || !manager.get_state_sync) return;
+  const hooked = (window.wsnbSaveHooks = window.wsnbSaveHooks || new WeakSet());
+  if (hooked.has(context)) return;  // one hook per notebook, whichever widget's code came first
+  hooked.add(context);
+  context.saveState.connect((_, state) => {
+    if (state !== "started") return;  // the metadata is written into the file after this
+    try { saveOurState(manager, context.model); }
+    catch (error) { console.error("ws_notebook: widget state not saved", error); }
+  });
+}
+
+function ours(entry) {
+  const classes = (entry && entry.state && entry.state._dom_classes) || [];
+  return OURS.some((name) => classes.includes(name));
+}
+
+// The entries of `state` reachable from `roots` through "IPY_MODEL_<id>" references.
+function reachable(state, roots) {
+  const found = {}, todo = [...roots];
+  while (todo.length) {
+    const id = todo.pop();
+    if (found[id] || !state[id]) continue;
+    found[id] = state[id];
+    JSON.stringify(state[id].state, (_, value) => {
+      if (typeof value === "string" && value.startsWith("IPY_MODEL_")) todo.push(value.slice(10));
+      return value;
+    });
+  }
+  return found;
+}
+
+function saveOurState(manager, notebook) {
+  const live = manager.get_state_sync({ drop_defaults: true });
+  const shown = [];
+  for (const cell of notebook.toJSON().cells) {
+    for (const output of cell.outputs || []) {
+      const view = output.data && output.data[VIEW_MIME];
+      if (view && view.model_id) shown.push(view.model_id);
+    }
+  }
+  const fresh = reachable(live.state, shown.filter((id) => ours(live.state[id])));
+  const get = (key) => notebook.getMetadata ? notebook.getMetadata(key) : notebook.metadata.get(key);
+  const saved = ((get("widgets") || {})[STATE_MIME] || {}).state || {};
+  const stale = reachable(saved, Object.keys(saved).filter((id) => ours(saved[id])));
+  if (!Object.keys(fresh).length && !Object.keys(stale).length) return;
+  const state = {};
+  for (const [id, entry] of Object.entries(saved)) if (!stale[id]) state[id] = entry;
+  Object.assign(state, fresh);
+  const widgets = { [STATE_MIME]: {
+    version_major: live.version_major, version_minor: live.version_minor, state } };
+  if (notebook.setMetadata) notebook.setMetadata("widgets", widgets);
+  else notebook.metadata.set("widgets", widgets);
 }
 """
 
@@ -234,7 +327,16 @@ class BrowserClient(anywidget.AnyWidget):
             mode=mode,
             **kwargs,
         )
+        self.add_class("ws-notebook-browser-client")  # the page saves our widgets' state by it
         self.on_msg(self._answer)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        url = f"{self.scheme}://{self.host}:{self.port}{self.path}"
+        snapshot = (
+            f"<b>browser client</b> of endpoint <b>{html.escape(self.endpoint)}</b> "
+            f"<code>{html.escape(url)}</code><br><small>{html.escape(STATIC_NOTE)}</small>"
+        )
+        return with_static_html(super()._repr_mimebundle_(**kwargs), snapshot)
 
     def _answer(self, _: object, content: object, buffers: object) -> None:
         """The page asks for the token when it displays the widget: send it over the comm."""

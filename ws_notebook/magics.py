@@ -28,7 +28,7 @@ from .descriptor import Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
-from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, clock, event_row
 from .server import SERVICE_PATH, V4_SERVICE_PATH, ServerError
 from .widgets import EndpointPanel, panels
 
@@ -95,6 +95,15 @@ def _cell_parser() -> MagicArgumentParser:
         "they then run beside your code: guard what both change with a lock",
     )
     return parser
+
+
+def _last_wait(last: tuple[int, float, float] | None) -> str:
+    """What waited the last time a cell blocked the kernel: "3 messages, 4.1 s (at 09:41:02)"."""
+    if last is None:
+        return ""
+    messages, seconds, ended = last
+    plural = "s" if messages != 1 else ""
+    return f"{messages} message{plural}, {seconds:.1f} s (at {clock(ended)})"
 
 
 def _line_parser() -> MagicArgumentParser:
@@ -353,6 +362,8 @@ class WebSocketMagics(Magics):
                 server.url(e.name) if server.running else "(stopped)",
                 len(e.clients),
                 f"{e.messages_in} in / {e.messages_out} out",
+                "own thread" if e.threaded else "kernel",
+                _last_wait(e.last_wait),
                 e.descriptor.description,
                 e.descriptor.created_by,
                 e.descriptor.created_at,
@@ -364,6 +375,8 @@ class WebSocketMagics(Magics):
             "url",
             "clients",
             "messages",
+            "handlers run on",
+            "waited for the kernel",
             "description",
             "createdBy",
             "createdAt",

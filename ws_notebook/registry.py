@@ -70,6 +70,8 @@ class Endpoint:
         # Served on a thread of its own (ws_notebook.worker), so its handlers run while cells
         # block; new connections follow a change, open ones stay where they are.
         self.threaded = False
+        # The latest messages that waited for a busy kernel: how many, how long, when it ended.
+        self.last_wait: tuple[int, float, float] | None = None
 
     @property
     def name(self) -> str:
@@ -100,6 +102,20 @@ class Endpoint:
         if sent:
             self.log.message("out", f"all {sent}", frame.message)
         return sent
+
+    def waited(self, client: str, messages: int, since: float, stall_ended: float) -> None:
+        """Record messages of a client that waited for the kernel (a cell blocked its loop)."""
+        seconds = stall_ended - since
+        plural = "s" if messages != 1 else ""
+        self.log.record(
+            "wait",
+            client,
+            detail=f"{messages} message{plural} waited {seconds:.1f} s for the kernel",
+        )
+        if self.last_wait is not None and self.last_wait[2] == stall_ended:  # other clients'
+            messages += self.last_wait[0]
+            seconds = max(seconds, self.last_wait[1])
+        self.last_wait = (messages, seconds, stall_ended)
 
     def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
         for client in list(self.clients.values()):

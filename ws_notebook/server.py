@@ -99,13 +99,6 @@ def endpoint_in(head: bytes) -> str | None:
     return unquote(match[1]) if match is not None else None
 
 
-def waited_detail(waited: Waiting) -> str:
-    """What the event log says of messages that waited for a busy kernel."""
-    seconds = time.time() - waited.since
-    plural = "s" if waited.messages != 1 else ""
-    return f"{waited.messages} message{plural} waited {seconds:.1f} s for the kernel"
-
-
 class _TextErrors:
     """Errors as a short plain-text body that says what went wrong, not Tornado's HTML page.
 
@@ -209,7 +202,8 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         pending = self._watch("on_open", self.endpoint.opened(self.client))
         waited = getattr(self.ws_connection.stream.socket, "waited", None)
         if waited is not None:  # opened by the wire keeper while a cell blocked the kernel
-            self.endpoint.log.record("wait", self.client.id, detail=waited_detail(waited))
+            ended = self.server.last_stall[0] if self.server.last_stall else time.time()
+            self.endpoint.waited(self.client.id, waited.messages, waited.since, ended)
         return pending
 
     def on_message(self, message: str | bytes) -> Any:
@@ -602,11 +596,12 @@ class Server:
     def waited(self, waits: list[Waiting], seconds: float) -> None:
         """On the loop, once it runs again: log what waited for it, client by client."""
         self.waiting = []
-        self.last_stall = (time.time(), seconds, sum(w.messages for w in waits))
+        ended = time.time()
+        self.last_stall = (ended, seconds, sum(w.messages for w in waits))
         for waited in waits:
             endpoint = self.registry.find(waited.endpoint)
-            if endpoint is not None and waited.client:
-                endpoint.log.record("wait", waited.client, detail=waited_detail(waited))
+            if endpoint is not None:
+                endpoint.waited(waited.client, waited.messages, waited.since, ended)
         for listener in list(self.waiting_listeners):
             listener([])
 

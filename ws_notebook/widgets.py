@@ -24,7 +24,7 @@ import traitlets
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from . import api
-from .browser import KERNEL_WATCH_JS
+from .browser import KERNEL_WATCH_JS, STATIC_NOTE, with_static_html
 from .events import Event
 from .registry import Endpoint
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
@@ -233,6 +233,11 @@ class EndpointPanel(widgets.VBox):
         self._timer = PeriodicCallback(self.refresh, interval * 1000)
         self._timer.start()
         self.refresh()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget view, and a static snapshot (the header) for where it cannot show."""
+        snapshot = f"{self.header.value}<br><small>{html.escape(STATIC_NOTE)}</small>"
+        return with_static_html(super()._repr_mimebundle_(**kwargs), snapshot)
 
     # --- reading the core ---------------------------------------------------------------
 

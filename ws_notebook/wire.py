@@ -49,8 +49,8 @@ __all__ = ["KeptServer", "Waiting", "WireKeeper", "WireSocket"]
 
 logger = logging.getLogger("ws_notebook")
 
-CHECK_EVERY = 0.25  # seconds between looks at the loop, and between passes while it is stalled
-STALL_AFTER = 1.0  # seconds without the loop running before the keeper steps in
+CHECK_EVERY = 0.1  # seconds between looks at the loop, and between passes while it is stalled
+STALL_AFTER = 0.4  # seconds without the loop running before the keeper steps in
 PEEK_AT_MOST = 8 * 1024 * 1024  # bytes looked at per connection and pass (socket buffers hold less)
 HEAD_AT_MOST = 64 * 1024  # bytes of a handshake request looked at (the server's header limit)
 

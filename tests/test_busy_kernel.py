@@ -1,0 +1,375 @@
+"""Clients stay connected while a cell runs (issue 12).
+
+A cell that blocks the kernel's main thread (``time.sleep``, a pure Python loop) used to leave
+the server deaf: no ping answered, no handshake completed, so clients with a keepalive were
+dropped. Real kernel, real ``websockets`` clients with short keepalives, on loopback. The
+blocking cell is sent without waiting for it (``Block``), so the clients work while it runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import contextvars
+import functools
+import json
+import queue
+import signal
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from .conftest import Kernel, start_kernel
+
+pytestmark = pytest.mark.timeout(120)
+
+T = TypeVar("T")
+
+WAIT = 15.0  # seconds: the longest any single expected thing may take
+KEEPALIVE = 1.0  # seconds: the clients' ping interval, and the time a pong may take
+BLOCK = 5  # seconds a blocking cell lasts: several keepalive periods
+SLEEP = f"time.sleep({BLOCK})"
+BUSY_LOOP = f"t = time.time()\nwhile time.time() - t < {BLOCK}:\n    pass"
+MARK = "blocking now"
+
+# Each handler call appends (endpoint, thread name) to the notebook list `handled`; the counter
+# in the reply shows the order and that no message is handled twice.
+ECHO = """\
+%%websocket {name} --no-panel {options}
+import itertools
+import threading
+
+counter = itertools.count(1)
+
+def on_open(client):
+    client.send(f"welcome {{client.id}}")
+
+def on_message(message, client):
+    handled.append((client.endpoint, threading.current_thread().name))
+    client.send(f"{{next(counter)}}:{{message}}")
+"""
+
+
+@pytest.fixture
+def notebook(fresh: Kernel) -> Iterator[Kernel]:
+    """The module's kernel, reset, with the notebook list the echo handlers append to."""
+    fresh.run("import asyncio, json, threading, time\nhandled = []")
+    yield fresh
+
+
+async def off_loop(function: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Call a blocking function in a thread, so the clients' keepalives keep running.
+
+    In an empty context: jupyter_client's sync methods run their coroutines on the loop a
+    context variable names, and the test's context names the test's running loop.
+    """
+    call = functools.partial(contextvars.Context().run, function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+async def run(kernel: Kernel, code: str) -> str:
+    """Run a cell; its stdout."""
+    return (await off_loop(kernel.run, code)).stdout
+
+
+async def value(kernel: Kernel, expression: str) -> str:
+    return await off_loop(kernel.value, expression)
+
+
+async def define_echo(kernel: Kernel, name: str, *options: str) -> str:
+    """Define an echo endpoint; its URL."""
+    await run(kernel, ECHO.format(name=name, options=" ".join(options)))
+    return await value(kernel, f"ws_notebook.url({name!r})")
+
+
+def client(url: str, **options: object) -> websockets.connect:
+    """A ``websockets`` client with a short keepalive (``KEEPALIVE``: ping interval and timeout)."""
+    settings = {"ping_interval": KEEPALIVE, "ping_timeout": KEEPALIVE, "open_timeout": WAIT}
+    return websockets.connect(url, **{**settings, "close_timeout": 1, **options})
+
+
+async def recv(ws: websockets.ClientConnection, timeout: float = WAIT) -> str | bytes:
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no message within {timeout} s") from None
+    except ConnectionClosed as closed:
+        raise AssertionError(f"the connection closed: {closed}") from closed
+
+
+async def answers_ping(ws: websockets.ClientConnection, within: float = 1.0) -> None:
+    """The server answers a ping of ours, however busy the kernel is."""
+    try:
+        await asyncio.wait_for(await ws.ping(), within)
+    except TimeoutError:
+        closing = ws.protocol.close_sent  # the client's own keepalive gave up, say
+        why = f"the client is closing: {closing}" if closing else "the server is deaf"
+        raise AssertionError(f"no pong within {within} s; {why}") from None
+    except ConnectionClosed as closed:
+        raise AssertionError(f"the connection closed: {closed}") from closed
+
+
+async def nothing_more(ws: websockets.ClientConnection) -> None:
+    """No further message arrives (none was answered twice)."""
+    with pytest.raises(TimeoutError):
+        extra = await asyncio.wait_for(ws.recv(), 0.5)
+        raise AssertionError(f"unexpected message {extra!r}")
+
+
+async def close_code(ws: websockets.ClientConnection, within: float) -> int:
+    """Wait for the connection to close; the code the server sent (1006: none)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), within)
+    except TimeoutError:
+        raise AssertionError(f"still open after {within} s") from None
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else 1006
+
+
+async def ws_threads(kernel: Kernel, settle: float = 0) -> list[str]:
+    """The kernel's threads named ws_notebook..., after waiting up to ``settle`` s for none."""
+    code = textwrap.dedent(f"""\
+        deadline = time.monotonic() + {settle}
+        while True:
+            names = [t.name for t in threading.enumerate() if t.name.startswith("ws_notebook")]
+            if not names or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        print(names, end="")
+        """)
+    return ast.literal_eval(await run(kernel, code))
+
+
+class Block:
+    """A cell that blocks the kernel's main thread, sent without waiting for it.
+
+    Entering waits until the cell runs (it prints ``MARK`` first). Leaving interrupts a cell
+    still running (a failed test), so the kernel is free for the next one.
+    """
+
+    def __init__(self, kernel: Kernel, code: str) -> None:
+        self.kernel = kernel
+        self.code = f"import time\nprint({MARK!r}, flush=True)\n{code}"
+        self._stop = threading.Event()
+        self._reply: asyncio.Task[dict | None] | None = None
+
+    async def __aenter__(self) -> Block:
+        self.msg_id = self.kernel.client.execute(self.code)
+        await off_loop(self._wait_started)
+        self.started = time.monotonic()
+        self._reply = asyncio.create_task(off_loop(self._wait_reply))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._reply is not None
+        if not self._reply.done() and self.kernel.manager.is_alive():
+            self.kernel.manager.interrupt_kernel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reply), WAIT)
+        self._stop.set()
+        await self._reply
+
+    def elapsed(self) -> float:
+        """Seconds since the cell started blocking (it ends ``BLOCK`` s after, for a short one)."""
+        return time.monotonic() - self.started
+
+    async def finished(self, timeout: float = WAIT) -> dict:
+        """The cell's execute_reply content, once it ends."""
+        assert self._reply is not None
+        content = await asyncio.wait_for(asyncio.shield(self._reply), timeout)
+        assert content is not None
+        return content
+
+    def _wait_started(self) -> None:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                message = self.kernel.client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                continue
+            if (
+                message["parent_header"].get("msg_id") == self.msg_id
+                and message["msg_type"] == "stream"
+                and MARK in message["content"]["text"]
+            ):
+                return
+        raise AssertionError("the blocking cell did not start")
+
+    def _wait_reply(self) -> dict | None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                message = self.kernel.client.get_shell_msg(timeout=0.2)
+            except queue.Empty:
+                continue
+            if message["parent_header"].get("msg_id") == self.msg_id:
+                return message["content"]
+        return None
+
+
+@pytest.mark.parametrize("block", [SLEEP, BUSY_LOOP], ids=["sleep", "busy-loop"])
+async def test_a_client_stays_connected_and_is_answered_in_order_after_the_block(
+    notebook: Kernel, block: str
+) -> None:
+    url = await define_echo(notebook, "echo")
+    async with client(url) as ws:
+        await recv(ws)  # welcome
+        async with Block(notebook, block) as cell:
+            for number in range(3):
+                await ws.send(f"m{number}")
+                await asyncio.sleep(0.2)
+            await answers_ping(ws)
+            await asyncio.sleep(3 * KEEPALIVE)
+            await answers_ping(ws)
+            assert cell.elapsed() < BLOCK - 0.5, "the client's work ended after the block"
+            reply = await cell.finished()
+        assert reply["status"] == "ok"
+        assert [await recv(ws) for _ in range(3)] == ["1:m0", "2:m1", "3:m2"]
+        await nothing_more(ws)
+    assert await value(notebook, "handled") == repr([("echo", "MainThread")] * 3)
+
+
+async def test_a_client_connecting_during_the_block_completes_its_handshake(
+    notebook: Kernel,
+) -> None:
+    url = await define_echo(notebook, "echo")
+    async with Block(notebook, SLEEP) as cell, client(url, open_timeout=2) as ws:
+        assert cell.elapsed() < BLOCK - 1, "the handshake completed only after the block"
+        await ws.send("hi")
+        await answers_ping(ws)
+        await cell.finished()
+        assert (await recv(ws)).startswith("welcome ")
+        assert await recv(ws) == "1:hi"
+        await nothing_more(ws)
+
+
+async def test_server_pings_do_not_drop_a_quiet_client_after_the_block(notebook: Kernel) -> None:
+    await run(notebook, "%websocket start --ping-interval 1 --ping-timeout 1")
+    url = await define_echo(notebook, "echo")
+    async with client(url, ping_interval=None) as ws:  # answers the server's pings, sends none
+        await recv(ws)
+        async with Block(notebook, SLEEP) as cell:
+            await cell.finished()
+        await asyncio.sleep(2.5)  # the server's pings go on after the block
+        await ws.send("after")
+        assert await recv(ws) == "1:after"
+
+
+async def test_the_event_log_says_messages_waited_for_the_kernel(notebook: Kernel) -> None:
+    url = await define_echo(notebook, "echo")
+    # No client keepalive: this test is about the log, not about staying connected.
+    async with client(url, ping_interval=None) as ws:
+        client_id = (await recv(ws)).split()[1]
+        async with Block(notebook, SLEEP) as cell:
+            for number in range(3):
+                await ws.send(f"m{number}")
+            await cell.finished()
+        assert [await recv(ws) for _ in range(3)] == ["1:m0", "2:m1", "3:m2"]
+    code = textwrap.dedent("""\
+        deadline = time.monotonic() + 5
+        while True:
+            rows = [e.as_dict() for e in ws_notebook.endpoint("echo").log.since() if e.kind == "wait"]
+            if rows or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        print(json.dumps(rows), end="")
+        """)
+    rows = json.loads(await run(notebook, code))
+    assert rows, "no event of kind 'wait' in the log"
+    assert [row["client"] for row in rows] == [client_id] * len(rows)
+    assert "waited" in rows[0]["detail"] and "for the kernel" in rows[0]["detail"], rows
+
+
+async def test_a_thread_endpoint_answers_during_the_block(notebook: Kernel) -> None:
+    threaded = await define_echo(notebook, "status", "--thread")
+    normal = await define_echo(notebook, "echo")
+    async with client(threaded) as fast, client(normal) as slow:
+        await recv(fast)
+        await recv(slow)
+        async with Block(notebook, SLEEP) as cell:
+            await fast.send("now")
+            await slow.send("later")
+            assert await recv(fast, timeout=2) == "1:now"
+            assert cell.elapsed() < BLOCK - 1.5, "the --thread endpoint answered after the block"
+            late = asyncio.create_task(recv(slow))
+            await asyncio.sleep(1)
+            assert not late.done(), "a normal endpoint answered while the cell blocked"
+            await cell.finished()
+            assert await late == "1:later"
+    handled = ast.literal_eval(await value(notebook, "handled"))
+    assert [thread for endpoint, thread in handled if endpoint == "echo"] == ["MainThread"]
+    status = [thread for endpoint, thread in handled if endpoint == "status"]
+    assert len(status) == 1 and status[0] != "MainThread"
+
+
+async def test_interrupting_the_cell_keeps_clients_and_answers_their_messages(
+    notebook: Kernel,
+) -> None:
+    url = await define_echo(notebook, "echo")
+    async with client(url) as ws:
+        await recv(ws)
+        async with Block(notebook, "time.sleep(30)") as cell:
+            for number in range(3):
+                await ws.send(f"m{number}")
+                await asyncio.sleep(0.3)
+            await answers_ping(ws)
+            notebook.manager.interrupt_kernel()
+            reply = await cell.finished()
+        assert (reply["status"], reply.get("ename")) == ("error", "KeyboardInterrupt")
+        assert [await recv(ws) for _ in range(3)] == ["1:m0", "2:m1", "3:m2"]
+        await ws.send("after")
+        assert await recv(ws) == "4:after"
+        await answers_ping(ws)
+    assert await value(notebook, "handled") == repr([("echo", "MainThread")] * 4)
+
+
+async def test_shutdown_during_the_block_closes_clients_with_1001_and_the_kernel_exits() -> None:
+    own = await off_loop(start_kernel)
+    try:
+        await run(own, "%load_ext ws_notebook\nimport threading, time, ws_notebook\nhandled = []")
+        url = await define_echo(own, "echo")
+        process = own.manager.provisioner.process
+        # No client keepalive: this test is about the close the server sends on shutdown.
+        async with client(url, ping_interval=None) as ws:
+            await recv(ws)
+            async with Block(own, "time.sleep(30)"):
+                await ws.send("held")
+                began = time.monotonic()
+                shutdown = asyncio.create_task(off_loop(own.manager.shutdown_kernel, now=False))
+                code = await close_code(ws, within=10)
+                closed_after = time.monotonic() - began
+                await asyncio.wait_for(shutdown, 30)
+        assert code == 1001, f"closed with {code}, not 1001 (going away)"
+        assert closed_after < 10
+        assert not own.manager.is_alive()
+        assert process.poll() is not None
+        assert process.returncode != -signal.SIGKILL, "the kernel hung until it was killed"
+    finally:
+        own.client.stop_channels()
+        if own.manager.has_kernel:
+            await off_loop(own.manager.shutdown_kernel, now=True)
+
+
+async def test_no_ws_notebook_thread_is_left_after_stop_or_unload(notebook: Kernel) -> None:
+    url = await define_echo(notebook, "echo")
+    async with client(url) as ws:
+        await recv(ws)
+        assert await ws_threads(notebook), "no ws_notebook thread while serving"
+        await run(notebook, "ws_notebook.stop()")
+        assert await close_code(ws, within=WAIT) == 1001
+    assert await ws_threads(notebook, settle=2) == []
+    await run(notebook, "%websocket start")
+    assert await ws_threads(notebook), "no ws_notebook thread while serving"
+    try:
+        await run(notebook, "%unload_ext ws_notebook")
+        assert await ws_threads(notebook, settle=2) == []
+    finally:
+        await run(notebook, "%load_ext ws_notebook")
