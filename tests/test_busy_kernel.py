@@ -288,6 +288,28 @@ async def test_the_event_log_says_messages_waited_for_the_kernel(notebook: Kerne
     assert "waited" in rows[0]["detail"] and "for the kernel" in rows[0]["detail"], rows
 
 
+async def test_a_message_over_the_limit_sent_during_the_block_closes_only_its_client(
+    notebook: Kernel,
+) -> None:
+    await run(notebook, "%websocket start --max-message-size 1000")
+    url = await define_echo(notebook, "echo")
+    async with client(url, ping_interval=None) as big, client(url, ping_interval=None) as small:
+        big_id = (await recv(big)).split()[1]
+        await recv(small)
+        async with Block(notebook, SLEEP) as cell:
+            await big.send("x" * 5000)
+            await small.send("fits")
+            await cell.finished()
+        assert await close_code(big, within=WAIT) == 1009
+        assert await recv(small) == "1:fits"
+    log = await run(
+        notebook,
+        'print([(e.kind, e.detail) for e in ws_notebook.endpoint("echo").log.since()'
+        f' if e.client == "{big_id}"], end="")',
+    )
+    assert "('close', '1009 message too big (closed by the server)')" in log, log
+
+
 async def test_a_thread_endpoint_answers_during_the_block(notebook: Kernel) -> None:
     threaded = await define_echo(notebook, "status", "--thread")
     normal = await define_echo(notebook, "echo")
