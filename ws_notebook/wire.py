@@ -52,6 +52,7 @@ logger = logging.getLogger("ws_notebook")
 CHECK_EVERY = 0.1  # seconds between looks at the loop, and between passes while it is stalled
 STALL_AFTER = 0.4  # seconds without the loop running before the keeper steps in
 PEEK_AT_MOST = 8 * 1024 * 1024  # bytes looked at per connection and pass (socket buffers hold less)
+REPORT_EVERY = 1.0  # seconds between reports of what waits, while it waits
 HEAD_AT_MOST = 64 * 1024  # bytes of a handshake request looked at (the server's header limit)
 
 _PING, _PONG, _CLOSE = 0x9, 0xA, 0x8
@@ -215,6 +216,7 @@ class WireKeeper:
         self._watched: dict[int, _Watched] = {}  # by file descriptor, during a stall
         self._stop = threading.Event()
         self._mutex = threading.Lock()  # one pass at a time, and not while the stall ends
+        self._reported = 0.0  # when what waits was last reported
         self._thread = threading.Thread(target=self._run, name="ws_notebook wire", daemon=True)
 
     def start(self) -> None:
@@ -274,8 +276,11 @@ class WireKeeper:
             if self.stalled_since is None:  # the loop runs again: it has the wire
                 return
             changed |= self._look(watched)
-        if changed:
-            self.server.report_waiting([w.waiting for w in self._watched.values() if w.waiting])
+        waiting = [w.waiting for w in self._watched.values() if w.waiting]
+        now = time.monotonic()
+        if changed or (waiting and now - self._reported >= REPORT_EVERY):
+            self._reported = now
+            self.server.report_waiting(waiting)
 
     def _watch_open_connections(self) -> None:
         for protocol, endpoint, client in self.server.open_connections():
