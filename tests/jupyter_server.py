@@ -1,10 +1,10 @@
-"""A real JupyterLab and a real browser for tests: start, open a notebook, run it, stop.
+"""A real JupyterLab or Notebook 7 and a real browser for tests: start, open a notebook, run it.
 
-``JupyterServer`` runs ``jupyter lab`` from the interpreter running the tests (so its kernels see
-this checkout's ``ws_notebook``) on loopback with a random token. ``chromium_page`` drives
-Debian's Chromium through Playwright, which cannot download its own browser here. Both are kept
-free of this project's specifics so other tests (a Binder-like one with a ``base_url`` and
-jupyter-server-proxy) can reuse them.
+``JupyterServer`` runs ``jupyter lab`` (or ``jupyter notebook``, Notebook 7: ``app="notebook"``)
+from the interpreter running the tests (so its kernels see this checkout's ``ws_notebook``) on
+loopback with a random token. ``chromium_page`` drives Debian's Chromium through Playwright,
+which cannot download its own browser here. Both are kept free of this project's specifics so
+other tests (a Binder-like one with a ``base_url`` and jupyter-server-proxy) can reuse them.
 """
 
 from __future__ import annotations
@@ -54,8 +54,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+APPS = ("lab", "notebook")  # the front ends: JupyterLab 4, Notebook 7
+_MODULES = {"lab": "jupyterlab", "notebook": "notebook"}
+
+
 class JupyterServer:
-    """``jupyter lab`` on 127.0.0.1, serving ``root_dir``; use it as a context manager.
+    """``jupyter lab`` (or ``jupyter notebook``) on 127.0.0.1, serving ``root_dir``.
+
+    Use it as a context manager. ``app`` is ``"lab"`` (JupyterLab 4) or ``"notebook"`` (Notebook
+    7, built from JupyterLab's components: the same cells, outputs and widget manager, a page per
+    notebook and no status bar).
 
     It runs on ``python`` (default: the interpreter running the tests). Its ``python3`` kernels run
     on that interpreter too (jupyter_client maps the kernelspec's
@@ -75,7 +83,11 @@ class JupyterServer:
         startup_timeout: float = 60,
         python: str = sys.executable,
         host_name: str = "127.0.0.1",
+        app: str = "lab",
     ) -> None:
+        if app not in APPS:
+            raise ValueError(f"app: {app!r} is not one of {APPS}")
+        self.app = app
         self.python = python
         self.host_name = host_name  # what the browser calls it (see chromium_page's host_map)
         self.root_dir = Path(root_dir)
@@ -96,6 +108,10 @@ class JupyterServer:
         """``path`` under the server's base URL, with ``?token=`` to log in a browser."""
         url = self.root_url + path.lstrip("/")
         return f"{url}{'&' if '?' in url else '?'}token={self.token}" if token else url
+
+    def notebook_url(self, path: str) -> str:
+        """Where the front end shows the notebook ``path`` (relative to the root), with the token."""
+        return self.url(f"lab/tree/{path}" if self.app == "lab" else f"notebooks/{path}")
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -121,7 +137,7 @@ class JupyterServer:
         command = [
             self.python,
             "-m",
-            "jupyterlab",
+            _MODULES[self.app],
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -153,7 +169,9 @@ class JupyterServer:
         status = f"http://127.0.0.1:{self.port}{self.base_url}api/status?token={self.token}"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited ({self.process.returncode}):\n{self.log()}")
+                raise RuntimeError(
+                    f"jupyter {self.app} exited ({self.process.returncode}):\n{self.log()}"
+                )
             try:
                 with urllib.request.urlopen(status, timeout=2) as response:
                     if response.status == 200:
@@ -162,7 +180,9 @@ class JupyterServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"jupyter lab did not answer in {self.startup_timeout}s:\n{self.log()}")
+        raise RuntimeError(
+            f"jupyter {self.app} did not answer in {self.startup_timeout}s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -208,19 +228,35 @@ def chromium_page(
 
 
 def open_notebook(page: Page, server: JupyterServer, path: str, timeout: float = 60) -> None:
-    """Open ``path`` (relative to the server's root) in JupyterLab and wait for an idle kernel.
+    """Open ``path`` (relative to the server's root) in the server's front end; wait for a kernel.
 
     Logging in with ``?token=`` sets Jupyter's cookie, so the page's own API calls work. Cells
-    run before the kernel is connected are silently skipped, so wait for the status bar's
-    "<kernel> | Idle": the toolbar's execution indicator says "idle" already before the kernel
-    even starts ("No Kernel | Initializing").
+    run before the kernel is connected are silently skipped, so wait for it. JupyterLab: the
+    status bar's "<kernel> | Idle" (the toolbar's execution indicator says "idle" already before
+    the kernel even starts: "No Kernel | Initializing"). Notebook 7 has no status bar: wait for
+    its toolbar to name a kernel and for the server to see that kernel idle with a WebSocket
+    connection (the page's own).
     """
-    page.goto(server.url(f"lab/tree/{path}"), timeout=timeout * 1000)
+    page.goto(server.notebook_url(path), timeout=timeout * 1000)
     expect(page.locator(".jp-Notebook")).to_be_visible(timeout=timeout * 1000)
-    kernel_idle = page.locator(
-        ".jp-StatusBar-TextItem", has_text=re.compile(r"^(?!No Kernel).+ \| Idle$")
-    )
-    expect(kernel_idle).to_have_count(1, timeout=timeout * 1000)
+    if server.app == "lab":
+        kernel_idle = page.locator(
+            ".jp-StatusBar-TextItem", has_text=re.compile(r"^(?!No Kernel).+ \| Idle$")
+        )
+        expect(kernel_idle).to_have_count(1, timeout=timeout * 1000)
+        return
+    kernel_name = page.locator(".jp-Toolbar-kernelName")
+    expect(kernel_name).to_have_text(re.compile(r"^(?!No Kernel).+"), timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kernel = rest(server, "GET", f"api/kernels/{kernel_id(server, path)}")
+            if kernel["execution_state"] == "idle" and kernel["connections"] > 0:
+                return
+        except LookupError:
+            pass  # no session yet
+        assert time.monotonic() < deadline, f"no idle kernel for {path} within {timeout} s"
+        time.sleep(0.2)
 
 
 def run_all_cells(page: Page) -> None:

@@ -1,4 +1,5 @@
-"""The live panel in a real JupyterLab page, in headless Chromium.
+"""The live panel in a real JupyterLab page (and Notebook 7's, for handler output), in headless
+Chromium.
 
 The kernel-side tests check the panel's widget values; this one checks that a browser actually
 renders them: a notebook defines an echo endpoint and talks to it, and the page must show the
@@ -21,6 +22,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .jupyter_server import (
+    APPS,
     JupyterServer,
     chromium_page,
     free_port,
@@ -192,9 +194,11 @@ OUTPUT_CELLS = [
 ]
 
 
-def test_handler_output_shows_under_its_own_cell(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", APPS)
+def test_handler_output_shows_under_its_own_cell(tmp_path: Path, app: str) -> None:
     """A handler's print and traceback, made while the last cell runs, show under the cell that
-    defined the endpoint, in order; not under the cell that ran, nor under the other endpoint."""
+    defined the endpoint, in order; not under the cell that ran, nor under the other endpoint.
+    In JupyterLab 4 and in Notebook 7."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     notebook = nbformat.v4.new_notebook(
@@ -204,10 +208,11 @@ def test_handler_output_shows_under_its_own_cell(tmp_path: Path) -> None:
         },
     )
     nbformat.write(notebook, notebooks / "output.ipynb")
-    screenshot = ROOT / "test-artifacts" / "browser-handler-output.png"
+    suffix = "" if app == "lab" else "-notebook7"
+    screenshot = ROOT / "test-artifacts" / f"browser-handler-output{suffix}.png"
     screenshot.parent.mkdir(exist_ok=True)
     with (
-        JupyterServer(notebooks, tmp_path / "jupyter") as server,
+        JupyterServer(notebooks, tmp_path / "jupyter", app=app) as server,
         chromium_page() as page,
     ):
         try:

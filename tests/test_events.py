@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ws_notebook.events import PREVIEW_BYTES, PREVIEW_CHARS, Event, EventLog
+from ws_notebook.events import LINE_PREVIEW_CHARS, PREVIEW_BYTES, PREVIEW_CHARS, Event, EventLog
 
 
 def kinds(events: list[Event]) -> list[str]:
@@ -145,19 +145,21 @@ def test_message_text_preview_is_truncated() -> None:
     assert event.size == PREVIEW_CHARS + 30
     assert event.preview == "x" * PREVIEW_CHARS
     assert event.detail == ""
-    assert PREVIEW_CHARS == 120
+    assert event.cut == 30
+    assert PREVIEW_CHARS == 8192
 
 
 def test_message_bytes_preview_is_truncated() -> None:
     log = EventLog()
-    data = bytes(range(100))
+    data = bytes(range(256)) * 10
     log.message("out", "c", data)
     (event,) = log.since()
     assert event.kind == "out"
-    assert event.size == 100
+    assert event.size == 2560
     assert event.preview == data[:PREVIEW_BYTES]
     assert isinstance(event.preview, bytes)
-    assert PREVIEW_BYTES == 48
+    assert event.cut == 2560 - PREVIEW_BYTES
+    assert PREVIEW_BYTES == 2048
 
 
 def test_short_messages_are_kept_whole() -> None:
@@ -213,6 +215,7 @@ def test_as_dict_text() -> None:
         "preview": "hello",
         "detail": "",
         "binary": False,
+        "cut": 0,
     }
     json.dumps(data)  # ready for the widgets and the HTTP API
 
@@ -231,10 +234,11 @@ def test_as_dict_bytes_preview_is_hex() -> None:
 
 def test_as_dict_truncated_bytes_preview() -> None:
     log = EventLog()
-    log.message("in", "c", b"\xff" * 100)
+    log.message("in", "c", b"\xff" * (PREVIEW_BYTES + 100))
     data = log.since()[0].as_dict()
     assert data["preview"] == " ".join(["ff"] * PREVIEW_BYTES)
-    assert data["size"] == 100
+    assert data["size"] == PREVIEW_BYTES + 100
+    assert data["cut"] == 100
 
 
 def test_as_dict_of_a_built_event() -> None:
@@ -248,6 +252,7 @@ def test_as_dict_of_a_built_event() -> None:
         "preview": "",
         "detail": "ValueError: bad",
         "binary": False,
+        "cut": 0,
     }
 
 
@@ -268,3 +273,43 @@ def test_negative_capacity_is_an_error() -> None:
     with pytest.raises(ValueError) as caught:
         EventLog(capacity=-1)
     assert str(caught.value) == "capacity: -1 is negative; use 0 to keep no events"
+
+
+def test_a_5000_character_message_is_kept_whole_and_not_copied() -> None:
+    """The panel can show a long JSON message whole: the log keeps it (by reference)."""
+    log = EventLog()
+    message = json.dumps({"items": ["x" * 40] * 113})  # 4,983 characters
+    assert 4900 < len(message) <= PREVIEW_CHARS
+    log.message("in", "c", message)
+    (event,) = log.since()
+    assert event.preview is message and event.cut == 0
+    assert event.as_dict()["preview"] == message
+
+
+def test_a_megabyte_message_is_kept_bounded() -> None:
+    log = EventLog()
+    text, data = "t" * 1_000_000, b"\x07" * 1_000_000
+    log.message("in", "c", text)
+    log.message("out", "c", data)
+    kept_text, kept_data = log.since()
+    assert kept_text.preview == "t" * PREVIEW_CHARS and kept_text.size == 1_000_000
+    assert kept_text.cut == 1_000_000 - PREVIEW_CHARS
+    assert kept_data.preview == b"\x07" * PREVIEW_BYTES and kept_data.cut == 1_000_000 - 2048
+
+
+def test_the_log_holds_a_bounded_amount_of_payload() -> None:
+    """What the docstring promises: capacity times PREVIEW_CHARS at most, whatever comes."""
+    log = EventLog(capacity=50)
+    for i in range(200):
+        log.message("in", "c", str(i % 10) * (100_000 + i))
+    kept = sum(len(event.preview) for event in log.since())
+    assert len(log) == 50 and kept == 50 * PREVIEW_CHARS
+
+
+def test_a_printed_line_is_kept_in_its_detail() -> None:
+    """A printed line's preview is short; its detail keeps the line, so only the rest is cut."""
+    line = Event(0, 1.5, "stdout", "c", 5000, "x" * LINE_PREVIEW_CHARS, "x" * 4000)
+    assert line.cut == 1000 and line.as_dict()["cut"] == 1000
+    assert Event(1, 1.5, "stderr", "c", 7, "careful", "careful").cut == 0
+    assert Event(2, 1.5, "error", "c", 0, "", "ValueError: bad").cut == 0
+    assert Event(3, 1.5, "wait", "c", 3, "", "3 messages waited 1.0 s").cut == 0  # not a payload

@@ -1,22 +1,26 @@
-"""The live panel and the browser client in a real JupyterLab page, over their lifetime.
+"""The live panel and the browser client in a real JupyterLab 4 or Notebook 7 page, over their
+lifetime.
 
 A second client of the notebook's own kernel (``kernel_client``) reads the server's state
 (clients, the event log), so each check compares what the page shows with what the kernel
-knows. Screenshots go to test-artifacts/.
+knows. Each test runs in both front ends (``app``: Notebook 7 is built from JupyterLab's
+components, but has its own pages, menus and widget manager setup). Screenshots go to
+test-artifacts/ (``-notebook7`` in the name for Notebook 7).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 from playwright.sync_api import Locator, Page, expect
 
 from .jupyter_server import (
+    APPS,
     JupyterServer,
     chromium_page,
     evaluate,
@@ -47,16 +51,22 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(notebook, path)
 
 
-def start_lab(tmp_path: Path, cells: list[str], save_widget_state: bool = False) -> JupyterServer:
+def start_lab(tmp_path: Path, cells: list[str], app: str = "lab") -> JupyterServer:
+    """A server (``app``: JupyterLab or Notebook 7) on a folder with ``cells`` as test.ipynb.
+
+    Default settings throughout (Settings › Save Widget State Automatically is off).
+    """
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     write_notebook(notebooks / "test.ipynb", cells)
-    server = JupyterServer(notebooks, tmp_path / "jupyter")
-    if save_widget_state:  # Settings › Save Widget State Automatically
-        folder = server.state_dir / "lab-settings" / "@jupyter-widgets" / "jupyterlab-manager"
-        folder.mkdir(parents=True)
-        (folder / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
-    return server
+    return JupyterServer(notebooks, tmp_path / "jupyter", app=app)
+
+
+def screenshot(page: Page, name: str, app: str) -> None:
+    """test-artifacts/NAME.png (JupyterLab) or NAME-notebook7.png."""
+    page.screenshot(
+        path=ARTIFACTS / f"{name}{'' if app == 'lab' else '-notebook7'}.png", full_page=True
+    )
 
 
 def cell(page: Page, index: int) -> Locator:
@@ -81,9 +91,10 @@ CLOSES = '[e.detail for e in ws_notebook.endpoint("echo").log.since(0) if e.kind
 CLIENTS = '[c.id for c in ws_notebook.clients("echo")]'
 
 
-def test_browser_client_closes_with_1000_when_its_view_goes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", APPS)
+def test_browser_client_closes_with_1000_when_its_view_goes(tmp_path: Path, app: str) -> None:
     """Re-running or clearing a ``%websocket browser`` cell closes its socket (1000), no leak."""
-    with start_lab(tmp_path, [LOAD, ECHO, BROWSER]) as server, chromium_page() as page:
+    with start_lab(tmp_path, [LOAD, ECHO, BROWSER], app) as server, chromium_page() as page:
         try:
             open_notebook(page, server, "test.ipynb")
             run_all_cells(page)
@@ -110,24 +121,30 @@ def test_browser_client_closes_with_1000_when_its_view_goes(tmp_path: Path) -> N
                 assert evaluate(kernel, CLOSES) == ["1000 view removed"] * 2
                 expect(status).to_have_count(0)
         finally:
-            page.screenshot(path=ARTIFACTS / "browser-client-rerun.png", full_page=True)
+            screenshot(page, "browser-client-rerun", app)
 
 
-# 150 JSON messages of 116 characters (the log keeps 120), echoed: 300 rows of long payloads.
+# 150 JSON messages of 116 characters, echoed: 300 rows of long payloads; then two longer ones.
 TRAFFIC = (
     'async with websockets.connect(ws_notebook.url("echo")) as ws:\n'
     "    for i in range(150):\n"
     '        await ws.send(json.dumps({"seq": i, "items": [{"id": n, "name": "x" * 8}'
     " for n in range(3)]}))\n"
     "        await ws.recv()\n"
+    # Then 5,000 characters (kept whole) and 1 MB (kept in part: its first 8,192 characters).
+    '    await ws.send("L" * 4987 + "<end-of-5000>")\n'
+    "    await ws.recv()\n"
+    '    await ws.send("h" * 1_000_000)\n'
+    "    await ws.recv()\n"
     'print("traffic done")'
 )
 
 
-def test_panel_height_stays_bounded_under_traffic(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", APPS)
+def test_panel_height_stays_bounded_under_traffic(tmp_path: Path, app: str) -> None:
     """300 rows of long JSON: the panel scrolls its log instead of growing; the send box shows."""
     cells = [LOAD + "\nimport json", ECHO, "%websocket monitor", TRAFFIC]
-    with start_lab(tmp_path, cells) as server, chromium_page(height=1000) as page:
+    with start_lab(tmp_path, cells, app) as server, chromium_page(height=1000) as page:
         try:
             open_notebook(page, server, "test.ipynb")
             run_all_cells(page)
@@ -135,9 +152,8 @@ def test_panel_height_stays_bounded_under_traffic(tmp_path: Path) -> None:
             panels = page.locator(".ws-notebook-panel")
             expect(panels).to_have_count(2, timeout=10 * SECONDS)
             echo, monitor = panels.nth(0), panels.nth(1)
-            expect(echo.locator("tr.wsnb-in", has_text='"seq": 149').first).to_be_attached(
-                timeout=10 * SECONDS
-            )
+            huge = echo.locator("tr.wsnb-out", has_text="… 991,808 more characters")
+            expect(huge).to_be_attached(timeout=10 * SECONDS)
             time.sleep(0.5)  # a last flush
             for panel in (echo, monitor):
                 height = panel.bounding_box()["height"]
@@ -145,15 +161,17 @@ def test_panel_height_stays_bounded_under_traffic(tmp_path: Path) -> None:
             # The newest row is in view at the top of the log; the send box stays in the page.
             echo.scroll_into_view_if_needed()
             newest = echo.locator("tr.wsnb-in, tr.wsnb-out").first
-            expect(newest).to_contain_text('"seq": 149')
+            expect(newest).to_contain_text("… 991,808 more characters")  # 1 MB, kept bounded
             expect(newest).to_be_in_viewport()
             expect(echo.get_by_placeholder("message to send")).to_be_in_viewport()
             # A payload wider than its column is cut short, and shown whole when clicked.
-            payload = newest.locator("td").last
-            cut = payload.evaluate("td => td.scrollWidth > td.clientWidth")
-            payload.click()
-            assert cut and payload.evaluate("td => td.scrollWidth <= td.clientWidth")
-            assert payload.inner_text().endswith('"xxxxxxxx"}]}')
+            for text, end in (('"seq": 149', '"xxxxxxxx"}]}'), ("<end-of-5000>", "L<end-of-5000>")):
+                payload = echo.locator("tr.wsnb-in", has_text=text).first.locator("td").last
+                cut = payload.evaluate("td => td.scrollWidth > td.clientWidth")
+                payload.click()
+                assert cut and payload.evaluate("td => td.scrollWidth <= td.clientWidth"), text
+                assert payload.inner_text().endswith(end), text
+            assert len(payload.inner_text()) == 5000  # all of it, and no "more" marker
             # One endpoint: no endpoint column; the monitor of all endpoints has one.
             expect(echo.get_by_role("columnheader", name="endpoint")).to_have_count(0)
             expect(monitor.get_by_role("columnheader", name="endpoint").first).to_be_visible()
@@ -162,7 +180,7 @@ def test_panel_height_stays_bounded_under_traffic(tmp_path: Path) -> None:
             expect(echo.get_by_role("button", name="Resume")).to_be_visible()
             expect(echo).to_contain_text("log paused")
         finally:
-            page.screenshot(path=ARTIFACTS / "panel-bounded.png", full_page=True)
+            screenshot(page, "panel-bounded", app)
 
 
 def save(page: Page, server: JupyterServer, expected: str) -> None:
@@ -177,17 +195,22 @@ def save(page: Page, server: JupyterServer, expected: str) -> None:
         time.sleep(0.3)
 
 
-def test_widgets_say_when_the_kernel_restarts_and_a_saved_notebook_reads(tmp_path: Path) -> None:
+SNAPSHOT = "A static snapshot, taken when this widget was displayed"
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_widgets_say_when_the_kernel_restarts_and_a_saved_notebook_reads(
+    tmp_path: Path, app: str
+) -> None:
     """Restart the kernel: both widgets say so. Reopened, the saved notebook shows their state.
 
-    ipywidgets saves the state of live widgets only, so the notebook is saved before the
-    restart, as a user saves their work; and only with Settings › Save Widget State
-    Automatically, without which JupyterLab shows "Error displaying widget: model not found".
+    With default settings: JupyterLab and Notebook 7 save no widget state (Settings › Save
+    Widget State Automatically is off), so our widgets' code writes their own into the
+    notebook when the page saves it; without it a reopened notebook shows "Error displaying
+    widget: model not found". The notebook is saved while the kernel runs, as a user saves
+    their work, then the server stops and a fresh one (the next day) opens it.
     """
-    with (
-        start_lab(tmp_path, [LOAD, ECHO, BROWSER], save_widget_state=True) as server,
-        chromium_page() as page,
-    ):
+    with start_lab(tmp_path, [LOAD, ECHO, BROWSER], app) as server, chromium_page() as page:
         try:
             open_notebook(page, server, "test.ipynb")
             run_all_cells(page)
@@ -195,7 +218,10 @@ def test_widgets_say_when_the_kernel_restarts_and_a_saved_notebook_reads(tmp_pat
             expect(client.locator(".wsnb-status")).to_contain_text("open:", timeout=60 * SECONDS)
             panel = page.locator(".ws-notebook-panel")
             expect(panel).to_contain_text("1 open", timeout=10 * SECONDS)
+            with kernel_client(server, "test.ipynb") as kernel:
+                token = evaluate(kernel, "ws_notebook.api.default_server().page_token")
             save(page, server, "ws-notebook-panel")  # the panel's saved widget state
+            assert token not in (server.root_dir / "test.ipynb").read_text()
 
             page.get_by_role("menuitem", name="Kernel", exact=True).click()
             page.get_by_role("menuitem", name=re.compile("^Restart Kernel")).first.click()
@@ -209,10 +235,28 @@ def test_widgets_say_when_the_kernel_restarts_and_a_saved_notebook_reads(tmp_pat
             client.locator(".wsnb-input").fill("into the void")
             client.get_by_role("button", name="Send").click()
             expect(client.locator("li.wsnb-error")).to_contain_text("not sent (closed")
-            page.screenshot(path=ARTIFACTS / "kernel-restarted.png", full_page=True)
+        finally:
+            screenshot(page, "kernel-restarted", app)
 
-            # The page loaded afresh, on the restarted kernel, which never ran the cells.
-            open_notebook(page, server, "test.ipynb")
+    saved = nbformat.read(server.root_dir / "test.ipynb", as_version=4)
+    state = saved.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    classes = [entry["state"].get("_dom_classes", []) for entry in state.values()]
+    assert ["ws-notebook-panel"] in classes and ["ws-notebook-browser-client"] in classes
+    # The same notebook without its widget state, as saved by a page without our widgets' code:
+    # unsigned, so untrusted (as a notebook from elsewhere); the widget renderer is not "safe".
+    del saved.metadata["widgets"]
+    nbformat.write(saved, server.root_dir / "stateless.ipynb")
+    # A copy signed as Jupyter signs what it saves: trusted, as the user's own notebook. (Trust
+    # goes by content: the copy must differ, or the unsigned one would be trusted too.)
+    saved.metadata["copy"] = "signed"
+    NotebookNotary().sign(saved)
+    nbformat.write(saved, server.root_dir / "trusted-stateless.ipynb")
+
+    # A fresh server on the same folder (the same user: the notebook it signed is trusted).
+    again = JupyterServer(server.root_dir, tmp_path / "jupyter-again", app=app)
+    with again, chromium_page() as page:
+        try:
+            open_notebook(page, again, "test.ipynb")
             panel = page.locator(".ws-notebook-panel")
             expect(panel).to_contain_text("1 open, 1 total", timeout=30 * SECONDS)  # as saved
             expect(panel.locator(".wsnb-kernel-watch")).to_contain_text(
@@ -222,5 +266,21 @@ def test_widgets_say_when_the_kernel_restarts_and_a_saved_notebook_reads(tmp_pat
                 "no kernel behind this saved client"
             )
             expect(page.get_by_text(re.compile("Error displaying widget"))).to_have_count(0)
+            screenshot(page, "notebook-reopened", app)
+
+            open_notebook(page, again, "stateless.ipynb")
+            snapshots = page.locator(".ws-notebook-snapshot")
+            expect(snapshots).to_have_count(2, timeout=30 * SECONDS)
+            expect(snapshots.first).to_contain_text("echo")
+            expect(snapshots.first).to_contain_text(SNAPSHOT)
+            expect(snapshots.last).to_contain_text("browser client of endpoint echo")
+            expect(page.get_by_text(re.compile("Error displaying widget"))).to_have_count(0)
+            screenshot(page, "notebook-reopened-stateless", app)
+
+            # The limit (README): in a trusted notebook the widget renderer ranks before
+            # text/html, so with no saved state the error shows, whatever else the output has.
+            open_notebook(page, again, "trusted-stateless.ipynb")
+            not_found = page.get_by_text("Error displaying widget: model not found")
+            expect(not_found).to_have_count(2, timeout=30 * SECONDS)
         finally:
-            page.screenshot(path=ARTIFACTS / "notebook-reopened.png", full_page=True)
+            screenshot(page, "notebook-reopened-trusted-stateless", app)

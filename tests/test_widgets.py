@@ -271,3 +271,42 @@ def test_log_layout_pause_state_and_heartbeat(fresh: Kernel) -> None:
     assert panel_state(fresh)["pause"] == ["Resume", "warning"]
     fresh.run("%websocket monitor")
     assert "<th>endpoint</th>" in panel_state(fresh)["log"]  # all endpoints: it tells them apart
+
+
+def test_long_payloads_whole_in_the_panel_and_a_huge_one_bounded(fresh: Kernel) -> None:
+    """A 5,000-character message is in the panel whole (click shows it); 1 MB is cut, saying
+    how much more there was, so neither the log nor the panel holds it all."""
+    fresh.run("import ws_notebook.widgets")
+    define(fresh, ECHO)
+    long_text = json.dumps({"items": [{"id": n, "name": "x" * 30} for n in range(92)]})
+    assert 4900 < len(long_text) < 5100
+    huge = "h" * 1_000_000
+    with connect(url_of(fresh, "echo"), max_size=None) as ws:
+        ws.send(long_text)
+        assert ws.recv(timeout=5) == long_text
+        ws.send(huge)
+        assert len(ws.recv(timeout=10)) == len(huge)
+        settle()
+        state = panel_state(fresh)
+    rows = {(row["kind"], row["size"]): row for row in state["rows"]}
+    whole = rows[("in", len(long_text))]
+    assert whole["preview"] == long_text and whole["cut"] == 0
+    assert f'<td tabindex="0">{html.escape(long_text)}</td>' in state["log"]
+    cut = rows[("in", 1_000_000)]
+    assert cut["preview"] == "h" * 8192 and cut["cut"] == 1_000_000 - 8192
+    assert f'<td tabindex="0">{"h" * 8192} … 991,808 more characters</td>' in state["log"]
+    assert len(state["log"]) < 100_000  # four rows of at most 8 KiB each, and the table
+
+
+def test_a_long_printed_line_shows_as_far_as_the_log_kept_it(fresh: Kernel) -> None:
+    """A handler's printed line: the panel shows the 4,000 characters the log kept, and how many
+    more there were (the event's preview is only its first 120)."""
+    fresh.run("import ws_notebook.widgets")
+    define(fresh, "%%websocket loud\ndef on_message(m, c):\n    print('p' * 4999 + '!')\n")
+    with connect(url_of(fresh, "loud")) as ws:
+        ws.send("go")
+        settle()
+        state = panel_state(fresh)
+    (row,) = [row for row in state["rows"] if row["kind"] == "stdout"]
+    assert row["size"] == 5000 and row["cut"] == 1000 and len(row["preview"]) == 120
+    assert f'<td tabindex="0">{"p" * 4000} … 1,000 more characters</td>' in state["log"]

@@ -8,6 +8,13 @@ gets a sequence number, so a reader can fetch only what is new since its last lo
 log counts what it had to drop. A reader that must see every open, error, close and printed
 line (the ``serve`` command's stderr) sets a ``listener`` instead, as messages can push those
 out.
+
+Memory stays bounded: an event keeps at most :data:`PREVIEW_CHARS` characters of a text message
+(:data:`PREVIEW_BYTES` bytes of a binary one) and records its full size, so a log of
+``capacity`` events holds at most ``capacity * PREVIEW_CHARS`` characters of payload, whatever
+the traffic (about 8 MB of ASCII text at the default capacity of 1,000; up to four times that for
+text outside Latin-1, as Python stores it). A message no longer than that is kept by reference,
+not copied.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from typing import NamedTuple
 
 __all__ = ["Event", "EventLog"]
 
-PREVIEW_CHARS = 120
-PREVIEW_BYTES = 48
+PREVIEW_CHARS = 8192  # of a text message kept in its event
+PREVIEW_BYTES = 2048  # of a binary message
+LINE_PREVIEW_CHARS = 120  # of a printed line: its event's detail keeps the line (or its start)
+LINE_KINDS = ("stdout", "stderr")
+MESSAGE_KINDS = ("in", "out")
 
 
 class Event(NamedTuple):
@@ -32,6 +42,13 @@ class Event(NamedTuple):
     preview: str | bytes
     detail: str  # the error text, the close code and reason, or a printed line (its start)
 
+    @property
+    def cut(self) -> int:
+        """How many characters (bytes, for binary) of the message or printed line were not kept."""
+        if self.kind in LINE_KINDS:
+            return max(0, self.size - len(self.detail))
+        return max(0, self.size - len(self.preview)) if self.kind in MESSAGE_KINDS else 0
+
     def as_dict(self) -> dict[str, object]:
         data = self._asdict()
         if isinstance(self.preview, bytes):
@@ -39,6 +56,7 @@ class Event(NamedTuple):
             data["binary"] = True
         else:
             data["binary"] = False
+        data["cut"] = self.cut
         return data
 
 
@@ -81,7 +99,8 @@ class EventLog:
             self.listener(Event._make(event))
 
     def message(self, kind: str, client: str, message: str | bytes) -> None:
-        """Record a message in or out: its size and its start, enough to recognise it."""
+        """Record a message in or out: its size and its first ``PREVIEW_CHARS`` characters
+        (``PREVIEW_BYTES`` bytes), which is all of most messages."""
         if not self._off:
             limit = PREVIEW_BYTES if message.__class__ is bytes else PREVIEW_CHARS
             self._events.append(

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .events import PREVIEW_CHARS
+from .events import LINE_PREVIEW_CHARS
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -98,7 +98,9 @@ class Routed:
     def _end_line(self) -> None:
         client, line = self._client, self._line
         assert client is not None
-        client._endpoint.log.record(self.name, client.id, self._size, line[:PREVIEW_CHARS], line)
+        client._endpoint.log.record(
+            self.name, client.id, self._size, line[:LINE_PREVIEW_CHARS], line
+        )
         self._line, self._size = "", 0
 
 

@@ -25,7 +25,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from . import api
 from .browser import KERNEL_WATCH_JS, STATIC_NOTE, with_static_html
-from .events import Event
+from .events import LINE_KINDS, Event
 from .registry import Endpoint
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
 
@@ -66,6 +66,25 @@ _live: dict[tuple[str | None, str], EndpointPanel] = {}
 def panels() -> list[EndpointPanel]:
     """The panels displayed now: updating, or retired because a later cell took their endpoint."""
     return list(_live.values())
+
+
+def _payload(event: Event) -> str:
+    """All the log kept of a message or printed line (a line is in its detail), or the detail of
+    another event; if the log kept only part of it, how much more there was."""
+    line = event.kind in LINE_KINDS
+    if not (event.cut or line):
+        return payload(event)
+    binary = isinstance(event.preview, bytes)
+    kept = event.detail if line else event.preview.hex(" ") if binary else event.preview
+    return (
+        f"{kept} … {event.cut:,} more {'bytes' if binary else 'characters'}" if event.cut else kept
+    )
+
+
+def _log_row(name: str, event: Event) -> list[str]:
+    cells = event_row(name, event)
+    cells[-1] = _payload(event)
+    return cells
 
 
 def _cell(column: str, text: str) -> str:
@@ -384,12 +403,12 @@ class EndpointPanel(widgets.VBox):
         return [
             (name, event)
             for name, event in self._log
-            if needle in event.client.lower() or needle in payload(event).lower()
+            if needle in event.client.lower() or needle in _payload(event).lower()
         ]
 
     def _render_log(self) -> str:
         rows = [
-            (_ROW_CLASS.get(event.kind, "wsnb-event"), event_row(name, event))
+            (_ROW_CLASS.get(event.kind, "wsnb-event"), _log_row(name, event))
             for name, event in self._shown_events()
         ]
         if not rows:
