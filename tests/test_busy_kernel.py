@@ -251,6 +251,23 @@ async def test_a_client_connecting_during_the_block_completes_its_handshake(
         await nothing_more(ws)
 
 
+async def test_a_handshake_answered_during_the_block_for_an_endpoint_gone_after_it_is_closed(
+    notebook: Kernel,
+) -> None:
+    """The keeper said 101; the cell then unmounts the endpoint, so the server refuses (404):
+    the client, already open, gets a close frame saying so instead of an HTTP answer."""
+    url = await define_echo(notebook, "echo")
+    block = f"{SLEEP}\nws_notebook.unmount('echo')"
+    async with Block(notebook, block) as cell, client(url, ping_interval=None) as ws:
+        assert cell.elapsed() < BLOCK - 1, "the handshake completed only after the block"
+        await cell.finished()
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), WAIT)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+    assert "refused" in closed.value.rcvd.reason and "404" in closed.value.rcvd.reason
+
+
 async def test_server_pings_do_not_drop_a_quiet_client_after_the_block(notebook: Kernel) -> None:
     await run(notebook, "%websocket start --ping-interval 1 --ping-timeout 1")
     url = await define_echo(notebook, "echo")
@@ -308,6 +325,60 @@ async def test_a_message_over_the_limit_sent_during_the_block_closes_only_its_cl
         f' if e.client == "{big_id}"], end="")',
     )
     assert "('close', '1009 message too big (closed by the server)')" in log, log
+
+
+def _widget_texts(kernel: Kernel, seconds: float) -> list[str]:
+    """The HTML values widgets were given on IOPub during the next ``seconds``."""
+    texts: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            message = kernel.client.get_iopub_msg(timeout=0.1)
+        except queue.Empty:
+            continue
+        if message["msg_type"] == "comm_msg":
+            value = message["content"]["data"].get("state", {}).get("value")
+            if isinstance(value, str):
+                texts.append(value)
+    return texts
+
+
+async def test_the_panel_says_what_waits_while_the_cell_blocks(notebook: Kernel) -> None:
+    url = await define_echo(notebook, "echo")
+    await run(notebook, "%websocket monitor echo")
+    async with client(url, ping_interval=None) as ws:
+        await recv(ws)
+        async with Block(notebook, SLEEP) as cell:
+            await ws.send("m0")
+            await ws.send("m1")
+            during = await off_loop(_widget_texts, notebook, 2.5)
+            await cell.finished()
+        assert [await recv(ws) for _ in range(2)] == ["1:m0", "2:m1"]
+    waiting = [text for text in during if "waiting for the kernel" in text]
+    assert waiting, f"no waiting state shown during the block: {during}"
+    assert "2 messages from 1 client" in waiting[-1], waiting[-1]
+    counters = await run(
+        notebook,
+        "import ws_notebook.widgets\n"
+        "print([p.counters.value for p in ws_notebook.widgets.panels()], end='')",
+    )
+    assert "last waited for the kernel: 2 messages" in counters, counters
+
+
+async def test_the_panel_and_list_show_where_handlers_run(notebook: Kernel) -> None:
+    await run(notebook, "%%websocket feed --thread\ndef on_message(m, c):\n    return m\n")
+    await define_echo(notebook, "echo")
+    shown = await run(
+        notebook,
+        "import ws_notebook.widgets\n"
+        "print([p.header.value for p in ws_notebook.widgets.panels()], end='')",
+    )
+    assert "handlers on their own thread" in shown, shown
+    table = await run(notebook, "print(repr(get_ipython().run_line_magic('websocket', 'list')))")
+    rows = {
+        line.split()[0]: line for line in table.splitlines() if line.startswith(("feed", "echo"))
+    }
+    assert "own thread" in rows["feed"] and "kernel" in rows["echo"], table
 
 
 async def test_a_thread_endpoint_answers_during_the_block(notebook: Kernel) -> None:

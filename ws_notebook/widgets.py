@@ -12,6 +12,7 @@ heartbeat and by the page's kernel status, says when the panel shows a last know
 
 from __future__ import annotations
 
+import contextlib
 import html
 import time
 from collections import deque
@@ -27,7 +28,8 @@ from . import api
 from .browser import KERNEL_WATCH_JS, STATIC_NOTE, with_static_html
 from .events import LINE_KINDS, Event
 from .registry import Endpoint
-from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, event_row, payload
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, clock, event_row, payload
+from .wire import Waiting
 
 __all__ = ["EndpointPanel", "panels"]
 
@@ -203,6 +205,7 @@ class EndpointPanel(widgets.VBox):
         self.watch = KernelWatch()
         self.header = widgets.HTML()
         self.counters = widgets.HTML()
+        self.waiting = widgets.HTML()  # set from the wire keeper's thread while a cell blocks
         # Fixed heights that scroll, so the send box stays in view however much traffic comes.
         self.connections = widgets.HTML(layout={"max_height": "150px", "overflow": "auto"})
         self.log_view = widgets.HTML(layout={"height": "320px", "overflow": "auto"})
@@ -235,6 +238,7 @@ class EndpointPanel(widgets.VBox):
                 self.watch,
                 self.header,
                 self.counters,
+                self.waiting,
                 self.connections,
                 controls,
                 self.log_view,
@@ -251,6 +255,8 @@ class EndpointPanel(widgets.VBox):
         self._loop = IOLoop.current()
         self._timer = PeriodicCallback(self.refresh, interval * 1000)
         self._timer.start()
+        self._server = api.default_server()
+        self._server.waiting_listeners.append(self._show_waiting)
         self.refresh()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -361,9 +367,10 @@ class EndpointPanel(widgets.VBox):
             )
             if part
         )
+        mode = " · <b>handlers on their own thread</b>" if endpoints[0].threaded else ""
         return (
             f"<b>{html.escape(self.name)}</b> <code>{html.escape(url)}</code> "
-            f"<span>({status})</span>{proxied}<br><small>{details}</small>"
+            f"<span>({status})</span>{proxied}{mode}<br><small>{details}</small>"
         )
 
     def _render_counters(self, endpoints: list[Endpoint]) -> str:
@@ -374,10 +381,18 @@ class EndpointPanel(widgets.VBox):
         total = sum(e.connections for e in endpoints)
         dropped = sum(e.log.dropped for e in endpoints)
         paused = " · <b>log paused</b>" if self.pause_button.value else ""
+        waits = [e.last_wait for e in endpoints if e.last_wait is not None]
+        waited = ""
+        if waits:
+            messages, seconds, ended = max(waits, key=lambda wait: wait[2])
+            waited = (
+                f" · last waited for the kernel: {messages} message"
+                f"{'s' if messages != 1 else ''}, {seconds:.1f} s (at {clock(ended)[:8]})"
+            )
         return (
             f"<small>connections: {open_now} open, {total} total · "
             f"messages/s: {rate_in:.0f} in, {rate_out:.0f} out · "
-            f"log: {dropped} dropped{paused}</small>"
+            f"log: {dropped} dropped{paused}{waited}</small>"
         )
 
     def _render_connections(self, endpoints: list[Endpoint]) -> str:
@@ -467,9 +482,27 @@ class EndpointPanel(widgets.VBox):
                 client.send(text)
         self.refresh()
 
+    def _show_waiting(self, waiting: list[Waiting]) -> None:
+        """What waits for the kernel while a cell blocks it: called from the wire keeper's
+        thread (the panel's own updates wait for the loop), and with nothing once it runs."""
+        mine = [w for w in waiting if self.name is ALL or w.endpoint == self.name]
+        if not mine:
+            self.waiting.value = ""
+            return
+        messages = sum(w.messages for w in mine)
+        clients = len(mine)
+        seconds = time.time() - min(w.since for w in mine)
+        self.waiting.value = (
+            f"<small><b>waiting for the kernel</b> (a cell is running): {messages} message"
+            f"{'s' if messages != 1 else ''} from {clients} client{'s' if clients != 1 else ''}, "
+            f"for {seconds:.0f} s; they are handled in order when the cell ends</small>"
+        )
+
     def close(self) -> None:
         """Stop updating and close the widgets."""
         self._timer.stop()
+        with contextlib.suppress(ValueError):
+            self._server.waiting_listeners.remove(self._show_waiting)
         if _live.get(self._key) is self:
             del _live[self._key]
         for child in self.children:

@@ -93,28 +93,29 @@ class WireSocket(socket.socket):
 
     def send(self, data: Any, flags: int = 0) -> int:
         with self.lock:
-            self.touched = True
-            if self.unsent and not self._send_unsent():
-                return 0  # the stream tries again when the socket is writable
-            if self.answered:
-                return self._instead_of_answer(data, flags)
-            if self.refused is not None:
-                return len(data)  # the rest of a refusal the client can no longer read
-            sent = super().send(data, flags)
-            self.half_sent = sent < len(data)
-            return sent
+            return self._send(data, flags)
 
     def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
         buffers = list(buffers)
         with self.lock:
+            if self.unsent or self.answered or self.refused is not None:
+                return self._send(b"".join(buffers))  # only around a keeper's frame: rare
             self.touched = True
-            if self.unsent and not self._send_unsent():
-                return 0
-            if self.answered or self.refused is not None:
-                return self.send(b"".join(buffers))  # only around a handshake: rare
             sent = super().sendmsg(buffers, *args)
             self.half_sent = sent < sum(map(len, buffers))
             return sent
+
+    def _send(self, data: Any, flags: int = 0) -> int:
+        self.touched = True
+        if self.unsent and not self._send_unsent():
+            return 0  # the stream tries again when the socket is writable
+        if self.answered:
+            return self._instead_of_answer(data, flags)
+        if self.refused is not None:
+            return len(data)  # the rest of a refusal the client can no longer read
+        sent = super().send(data, flags)
+        self.half_sent = sent < len(data)
+        return sent
 
     def _send_unsent(self) -> bool:
         """Send what is left of the keeper's frame; True once it is all out."""
@@ -145,6 +146,7 @@ class WireSocket(socket.socket):
             frame = bytes((0x88, 2 + len(reason))) + struct.pack("!H", 1008) + reason
             with contextlib.suppress(OSError):
                 super().send(frame)
+                self.shutdown(socket.SHUT_RDWR)  # the server would wait for another request
             return len(data)
         rest = data[end + 4 :]
         if not rest:
