@@ -226,21 +226,21 @@ def test_invalid_project_lists_every_problem_and_starts_nothing(tmp_path: Path) 
     folder = tmp_path / "broken"
     (folder / "sub").mkdir(parents=True)
     write_endpoint(folder, "fine", ECHO)
-    bad_name = folder / "a.websocket"
-    bad_name.write_text(
+    (folder / "a.websocket").write_text(
         json.dumps({"endpoint": "my ws", "handler": "fine.py", "createdAt": "soon"})
     )
     (folder / "sub" / "b.websocket").write_text('{"endpoint": "b", "handler": "b.py",}')
     write_endpoint(folder, "syntax", "def on_message(message, client:\n    pass\n")
     (folder / "nohandler.websocket").write_text(json.dumps({"endpoint": "x", "handler": "gone.py"}))
     (folder / "dup.websocket").write_text(json.dumps({"endpoint": "fine", "handler": "fine.py"}))
+    # Each problem starts with its descriptor's path in the project (the folder is the project).
     expected = [
-        f"{bad_name}: endpoint: 'my ws' is not a valid endpoint name",
-        f"{bad_name}: createdAt: 'soon' is not an ISO 8601 timestamp",
-        f"{folder / 'sub' / 'b.websocket'}: invalid JSON at line 1",
-        f"{folder / 'syntax.py'}:1: '(' was never closed",
-        f"{folder / 'nohandler.websocket'}: handler: 'gone.py' not found",
-        f"{folder / 'fine.websocket'}: endpoint: 'fine' is already defined by {folder / 'dup.websocket'}",
+        "/broken/a.websocket: endpoint: 'my ws' is not a valid endpoint name",
+        "/broken/a.websocket: createdAt: 'soon' is not an ISO 8601 timestamp",
+        "/broken/sub/b.websocket: invalid JSON at line 1",
+        f"/broken/syntax.websocket: {folder / 'syntax.py'}:1: '(' was never closed",
+        "/broken/nohandler.websocket: handler: 'gone.py' not found",
+        "/broken/fine.websocket: endpoint: 'fine' is already defined by /broken/dup.websocket",
     ]
     for command in (["validate"], ["list"], ["serve", "--port", "0"]):
         started = time.monotonic()
@@ -294,9 +294,11 @@ async def test_serve_echo_lists_endpoints_and_logs_one_line_per_event(project: P
     assert entry["v4_url"] == served.url("echo").replace("/service/", "/v4/service/")
     assert entry["handlers"] == ["open", "message"]
     assert entry["descriptor"] == {
+        "location": f"/{project.name}/echo.websocket",  # where it is in the project
         "handler": "echo.py",
         "endpoint": "echo",
         "description": "Echoes back",
+        "createdBy": "SYSTEM",  # none in the file: as the platform records it
     }
     assert await asyncio.to_thread(served.http, "/healthz") == (200, "ok\n")
     async with await connect(f"ws://127.0.0.1:{served.port}/websockets/v4/service/echo") as ws:
@@ -455,7 +457,7 @@ async def test_broken_descriptor_keeps_the_last_good_version(project: Path, serv
 
     mark = served.mark()
     descriptor.write_text(json.dumps({"endpoint": "echo", "handler": "echo.py", "createdBy": 7}))
-    await served.wait_for(re.escape(f"{descriptor}: createdBy: 7 is not a string"), mark)
+    await served.wait_for(re.escape("/project/echo.websocket: createdBy: 7 is not a string"), mark)
     await served.wait_for(r"echo: .* is broken; the last good version keeps serving", mark)
     async with await connect(served.url("echo")) as ws:
         assert (await recv(ws)).startswith("welcome")
@@ -607,7 +609,7 @@ async def test_watcher_applies_changes_and_stops_without_leaving_tasks(project: 
     (error,) = [event for event in events if event.kind == "error"]
     assert error.path.name == "dup.websocket"
     assert error.problems == (
-        f"{project / 'dup.websocket'}: endpoint: 'two' is already defined by {project / 'two.websocket'}",
+        "/project/dup.websocket: endpoint: 'two' is already defined by /project/two.websocket",
     )
     assert watcher.served == {"echo": project / "echo.websocket", "two": project / "two.websocket"}
     assert watcher.problems == {project / "dup.websocket": error.problems}

@@ -35,9 +35,9 @@ EXAMPLE = {
 }
 
 
-def problems_of(data: object, source: str | None = None) -> list[str]:
+def problems_of(data: object, source: str | None = None, strict: bool = False) -> list[str]:
     with pytest.raises(DescriptorError) as caught:
-        Descriptor.from_json(data, source)
+        Descriptor.from_json(data, source, strict=strict)
     return caught.value.problems
 
 
@@ -88,7 +88,9 @@ def test_minimal_platform_descriptor_is_accepted_with_defaults() -> None:
     assert d.endpoint == "my-endpoint"
     assert d.handler == "my-project/ws-handler"
     assert d.description == "My Websocket"
-    assert (d.location, d.created_by, d.created_at) == ("", "", "")
+    # createdBy: the platform's repository records SYSTEM for a descriptor naming no author.
+    assert (d.location, d.created_by, d.created_at) == ("", "SYSTEM", "")
+    assert d.warnings == ()
 
 
 def test_descriptor_is_frozen() -> None:
@@ -133,7 +135,6 @@ def test_replace_returns_a_changed_copy() -> None:
         ({"description": {"text": "x"}}, 'description: {"text": "x"} is not a string'),
         # createdBy
         ({"createdBy": True}, "createdBy: true is not a string"),
-        ({"createdBy": None}, "createdBy: null is not a string"),
         # createdAt
         (
             {"createdAt": "2022-13-01"},
@@ -156,6 +157,7 @@ def test_replace_returns_a_changed_copy() -> None:
 )
 def test_bad_value_is_reported_with_its_property(changes: dict, problem: str) -> None:
     assert problems_of(with_(**changes)) == [problem]
+    assert problems_of(with_(**changes), strict=True) == [problem]
 
 
 def test_message_is_prefixed_with_the_source() -> None:
@@ -207,7 +209,11 @@ def test_missing_required_property(missing: str) -> None:
 def test_optional_properties_may_be_left_out(optional: str) -> None:
     data = dict(EXAMPLE)
     del data[optional]
-    assert optional not in Descriptor.from_json(data).to_json()
+    written = Descriptor.from_json(data).to_json()
+    if optional == "createdBy":  # as the platform records it
+        assert written[optional] == "SYSTEM"
+    else:
+        assert optional not in written
 
 
 def test_both_required_missing_are_reported_once_each() -> None:
@@ -232,16 +238,23 @@ def test_both_required_missing_are_both_reported() -> None:
     ],
 )
 def test_unknown_property_with_suggestion(name: str, suggestion: str) -> None:
-    assert problems_of(with_(**{name: "x"})) == [
+    assert problems_of(with_(**{name: "x"}), strict=True) == [
         f"{name}: unknown property (did you mean '{suggestion}'?)"
     ]
+    read = Descriptor.from_json(with_(**{name: "x"}))  # as the platform reads it: a warning
+    assert read == Descriptor.from_json(EXAMPLE)
+    assert read.warnings == (f"{name}: unknown property, ignored (did you mean '{suggestion}'?)",)
 
 
 def test_unknown_property_without_close_match_lists_the_known_ones() -> None:
-    assert problems_of(with_(version=2)) == [
+    assert problems_of(with_(version=2), strict=True) == [
         "version: unknown property (expected one of location, handler, endpoint, description, "
         "createdBy, createdAt)"
     ]
+    assert Descriptor.from_json(with_(version=2)).warnings == (
+        "version: unknown property, ignored (expected one of location, handler, endpoint, "
+        "description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -271,7 +284,7 @@ def test_several_problems_are_reported_at_once_in_property_order() -> None:
         "extra": 1,
     }
     with pytest.raises(DescriptorError) as caught:
-        Descriptor.from_json(data, "myws.websocket")
+        Descriptor.from_json(data, "myws.websocket", strict=True)
     expected = [
         "endpiont: unknown property (did you mean 'endpoint'?)",
         "extra: unknown property (expected one of location, handler, endpoint, description, "
@@ -456,7 +469,7 @@ def test_to_json_round_trip() -> None:
 
 def test_minimal_descriptor_round_trips_leaving_unset_properties_out() -> None:
     d = Descriptor.from_json({"endpoint": "e", "handler": "h"})
-    assert d.to_json() == {"handler": "h", "endpoint": "e"}
+    assert d.to_json() == {"handler": "h", "endpoint": "e", "createdBy": "SYSTEM"}
     assert Descriptor.from_json(d.to_json()) == d
 
 
@@ -548,16 +561,31 @@ def test_read_descriptor_keeps_non_ascii_utf8(tmp_path: Path) -> None:
 SURROGATE = "contains an unpaired surrogate (\\ud800), not valid Unicode text"
 
 
-@pytest.mark.parametrize("name", [*PROPERTY_ORDER, "colour"])
-def test_read_descriptor_rejects_an_unpaired_surrogate(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "strict"),
+    [*((name, False) for name in PROPERTY_ORDER + ["engine", "updatedBy"]), ("colour", True)],
+)
+def test_read_descriptor_rejects_an_unpaired_surrogate(
+    tmp_path: Path, name: str, strict: bool
+) -> None:
     # "\ud800" in the file is a JSON escape for half a UTF-16 pair: json.loads accepts it, but
     # the string cannot be written out as UTF-8 (ws-notebook list crashed printing it).
     path = write(tmp_path / "x.websocket", with_(**{name: "a\ud800b"}))
     assert "\\ud800" in path.read_text("utf-8")
     with pytest.raises(DescriptorError) as caught:
-        read_descriptor(path)
+        read_descriptor(path, strict=strict)
     assert f"{path}: {name}: {SURROGATE}" in str(caught.value).splitlines()
     str(caught.value).encode("utf-8")  # the message itself prints
+
+
+def test_an_unknown_property_is_not_read_so_its_surrogate_does_not_matter(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.websocket", with_(colour="a\ud800b"))
+    read = read_descriptor(path)
+    assert read == Descriptor.from_json(EXAMPLE)
+    assert read.warnings == (
+        "colour: unknown property, ignored (expected one of location, handler, endpoint, "
+        "description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+    )
 
 
 def test_from_json_rejects_an_unpaired_surrogate() -> None:
@@ -600,7 +628,8 @@ def test_list_refuses_an_unpaired_surrogate_instead_of_crashing(tmp_path: Path) 
             timeout=60,
         )
         assert result.returncode == 2, result.stderr
-        assert f"{tmp_path / 'e.websocket'}: description: {SURROGATE}" in result.stderr
+        # named by its path in the project (the folder loaded is the project)
+        assert f"/{tmp_path.name}/e.websocket: description: {SURROGATE}" in result.stderr
 
 
 # --- check_endpoint_name ---------------------------------------------------------------------
@@ -625,3 +654,121 @@ def test_check_endpoint_name_rejects_non_strings(name: object, shown: str) -> No
     with pytest.raises(DescriptorError) as caught:
         check_endpoint_name(name)
     assert caught.value.problems == [f"endpoint: {shown} is not a string"]
+
+
+# --- read as the platform reads it (lenient) and as the schema is written (strict) -----------
+
+# The platform's own descriptors: a minimal one from its documentation, one with the fields its
+# repository writes, and one of its tests' (an endpoint with a leading slash).
+PLATFORM_WRITTEN = {
+    "handler": "my-project/ws-handler",
+    "endpoint": "my-endpoint",
+    "description": "My Websocket",
+    "engine": "javascript",
+    "createdBy": "admin",
+    "createdAt": "2024-01-02T03:04:05Z",
+    "updatedBy": "editor",
+    "updatedAt": "2024-02-03T04:05:06+0100",
+}
+
+
+def test_the_platforms_own_fields_are_kept_and_written_back() -> None:
+    d = Descriptor.from_json(PLATFORM_WRITTEN)
+    assert (d.engine, d.updated_by, d.updated_at) == (
+        "javascript",
+        "editor",
+        "2024-02-03T04:05:06+0100",
+    )
+    assert d.warnings == ()
+    assert d.to_json() == PLATFORM_WRITTEN
+    assert Descriptor.from_json(d.to_json()) == d
+
+
+def test_strict_refuses_the_platforms_own_fields_as_the_schema_is_written() -> None:
+    assert problems_of(PLATFORM_WRITTEN, strict=True) == [
+        f"{name}: not in the strict schema (a field the platform itself writes; read without "
+        "--strict, it is kept)"
+        for name in ("engine", "updatedAt", "updatedBy")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"engine": 3}, "engine: 3 is not a string"),
+        ({"updatedBy": []}, "updatedBy: [] is not a string"),
+        ({"updatedAt": "soon"}, f"updatedAt: 'soon' is not an ISO 8601 timestamp {TS_HINT}"),
+    ],
+)
+def test_the_platforms_own_fields_are_checked(changes: dict, problem: str) -> None:
+    assert problems_of(with_(**changes)) == [problem]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["location", "description", "createdBy", "createdAt", "engine", "updatedBy", "updatedAt"],
+)
+def test_null_for_an_optional_string_is_not_set(name: str) -> None:
+    d = Descriptor.from_json(with_(**{name: None}))
+    unset = dict(EXAMPLE)
+    unset.pop(name, None)
+    assert d == Descriptor.from_json(unset)
+    assert d.warnings == ()
+    if name in EXAMPLE:  # the platform's own fields are refused whole by the strict schema
+        assert problems_of(with_(**{name: None}), strict=True) == [f"{name}: null is not a string"]
+
+
+def test_null_created_by_is_system() -> None:
+    assert Descriptor.from_json(with_(createdBy=None)).created_by == "SYSTEM"
+
+
+@pytest.mark.parametrize("name", ["endpoint", "handler"])
+def test_null_for_a_required_property_stays_an_error(name: str) -> None:
+    assert problems_of(with_(**{name: None})) == [f"{name}: null is not a string"]
+
+
+def test_a_leading_slash_in_endpoint_is_dropped_with_a_warning() -> None:
+    d = Descriptor.from_json(with_(endpoint="/mycustomwebsocket"))
+    assert d.endpoint == "mycustomwebsocket"
+    assert d.warnings == (
+        "endpoint: '/mycustomwebsocket' starts with '/', which is dropped: clients connect to "
+        "'mycustomwebsocket'",
+    )
+    assert problems_of(with_(endpoint="/mycustomwebsocket"), strict=True) == [
+        f"endpoint: '/mycustomwebsocket' is not a valid endpoint name ({HINT})"
+    ]
+
+
+@pytest.mark.parametrize("name", ["/", "//x", "/a b", "/.."])
+def test_a_slash_before_an_invalid_name_is_reported_as_written(name: str) -> None:
+    assert problems_of(with_(endpoint=name)) == [
+        f"endpoint: {name!r} is not a valid endpoint name ({HINT})"
+    ]
+
+
+def test_warnings_do_not_make_descriptors_differ() -> None:
+    assert Descriptor.from_json(with_(extra=1)) == Descriptor.from_json(EXAMPLE)
+    assert "warnings" not in repr(Descriptor.from_json(with_(extra=1)))
+
+
+def test_read_descriptor_is_lenient_unless_strict(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.websocket", {**PLATFORM_WRITTEN, "endpoint": "/x", "colour": "red"})
+    read = read_descriptor(path)
+    assert (read.endpoint, read.engine) == ("x", "javascript")
+    assert [warning.split(":")[0] for warning in read.warnings] == ["colour", "endpoint"]
+    with pytest.raises(DescriptorError) as caught:
+        read_descriptor(path, strict=True)
+    assert [line.split(": ")[1] for line in str(caught.value).splitlines()] == [
+        "colour",
+        "engine",
+        "updatedAt",
+        "updatedBy",
+        "endpoint",
+    ]
+
+
+def test_a_descriptor_error_keeps_the_files_own_location(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.websocket", with_(handler=""))
+    with pytest.raises(DescriptorError) as caught:
+        read_descriptor(path)
+    assert caught.value.location == EXAMPLE["location"]

@@ -494,17 +494,6 @@ def test_from_file(tmp_path: Path) -> None:
     assert h2.defined == ["message"]
 
 
-def test_from_file_javascript_is_not_supported(tmp_path: Path) -> None:
-    path = tmp_path / "my-handler.js"
-    path.write_text("exports.onMessage = function(m) {}\n", "utf-8")
-    with pytest.raises(HandlerError) as caught:
-        Handlers.from_file(path)
-    assert str(caught.value) == (
-        f"{path}: JavaScript handlers are not supported yet; port it to a Python module "
-        "(onOpen, onMessage, onError, onClose keep their names)"
-    )
-
-
 def test_from_file_missing(tmp_path: Path) -> None:
     path = tmp_path / "nope.py"
     with pytest.raises(HandlerError) as caught:

@@ -58,6 +58,11 @@ def write_endpoint(folder: Path, name: str, source: str, **properties: str) -> P
     )
 
 
+def in_project(folder: Path, name: str) -> str:
+    """How loading ``folder`` names its descriptor ``name``: by its path in the project."""
+    return f"/{folder.name}/{name}"
+
+
 def problems_of(path: Path, **options: Any) -> list[str]:
     with pytest.raises(ProjectError) as caught:
         load_project(path, **options)
@@ -114,7 +119,9 @@ def test_module_stopping_the_process_is_its_load_error(
     line = source.count("\n") + 1
     assert str(caught.value).startswith(f"{path}:{line}: {error}")
     write_endpoint(tmp_path, "e", "x = 1\n" + source)
-    assert problems_of(tmp_path)[0].startswith(f"{tmp_path / 'e.py'}:{line}: {error}")
+    assert problems_of(tmp_path)[0].startswith(
+        f"{in_project(tmp_path, 'e.websocket')}: {tmp_path / 'e.py'}:{line}: {error}"
+    )
 
 
 def test_watcher_rescan_reports_an_interrupting_module_and_keeps_the_old_one(
@@ -127,7 +134,9 @@ def test_watcher_rescan_reports_an_interrupting_module_and_keeps_the_old_one(
     write(tmp_path / "e.py", "raise KeyboardInterrupt\n")
     (event,) = without_interrupt(watcher.rescan)
     assert event.kind == "error"
-    assert event.problems == (f"{tmp_path / 'e.py'}:1: KeyboardInterrupt",)
+    assert event.problems == (
+        f"{in_project(tmp_path, 'e.websocket')}: {tmp_path / 'e.py'}:1: KeyboardInterrupt",
+    )
     assert registry.get("e").handlers.on_message("m", None) == "old"
 
 
@@ -353,7 +362,8 @@ async def test_a_module_that_does_not_finish_is_reported_and_the_old_one_serves(
         (event,) = events
         assert (event.kind, event.endpoint) == ("error", "echo")
         assert event.problems[0].startswith(
-            f"{two_endpoints / 'echo.py'}: did not finish loading in 1 s"
+            f"{in_project(two_endpoints, 'echo.websocket')}: {two_endpoints / 'echo.py'}: "
+            "did not finish loading in 1 s"
         )
         assert "cannot stop" in event.problems[0]
         assert server.registry.get("echo").handlers is old
@@ -405,11 +415,9 @@ def test_a_handler_outside_the_loaded_folder_is_refused(tmp_path: Path) -> None:
     work = tmp_path.resolve()
     marker = work / "ran.txt"
     write(work / "other" / "evil.py", MARKER.format(marker=str(marker)) + ECHO)
-    descriptor = write(
-        work / "proj" / "e.websocket", json.dumps({"endpoint": "e", "handler": "other/evil"})
-    )
+    write(work / "proj" / "e.websocket", json.dumps({"endpoint": "e", "handler": "other/evil"}))
     assert problems_of(work / "proj") == [
-        f"{descriptor}: handler: 'other/evil' is outside the project folder {work / 'proj'} "
+        f"/proj/e.websocket: handler: 'other/evil' is outside the project folder {work / 'proj'} "
         f"(found {work / 'other' / 'evil.py'}); handlers are only loaded from inside it"
     ]
     assert not marker.exists()
@@ -423,7 +431,7 @@ def test_a_single_file_does_not_search_its_parents(tmp_path: Path) -> None:
         work / "a" / "b" / "x.websocket", json.dumps({"endpoint": "x", "handler": "evil"})
     )
     (problem,) = problems_of(descriptor)
-    assert problem.startswith(f"{descriptor}: handler: 'evil' not found")
+    assert problem.startswith("/b/x.websocket: handler: 'evil' not found")
     assert not marker.exists()
 
 
@@ -442,7 +450,7 @@ def test_a_single_files_project_is_the_folder_its_location_names(tmp_path: Path)
         json.dumps({"location": location, "endpoint": "x", "handler": "other-project/h"}),
     )
     assert problems_of(descriptor) == [
-        f"{descriptor}: handler: 'other-project/h' is outside the project folder "
+        f"{location}: handler: 'other-project/h' is outside the project folder "
         f"{work / 'my-project'} (found {work / 'other-project' / 'h.py'}); handlers are only "
         "loaded from inside it"
     ]
@@ -461,9 +469,9 @@ def test_a_link_leaving_the_project_is_refused(tmp_path: Path, linked: str) -> N
     else:
         (project / "lib").symlink_to(work / "outside", target_is_directory=True)
         handler, candidate = "lib/evil", project / "lib" / "evil.py"
-    descriptor = write(project / "e.websocket", json.dumps({"endpoint": "e", "handler": handler}))
+    write(project / "e.websocket", json.dumps({"endpoint": "e", "handler": handler}))
     assert problems_of(project) == [
-        f"{descriptor}: handler: {handler!r} leaves the project: {candidate} links to {evil}, "
+        f"/proj/e.websocket: handler: {handler!r} leaves the project: {candidate} links to {evil}, "
         f"outside the project folder {project}"
     ]
     assert not marker.exists()
@@ -530,8 +538,9 @@ def test_checking_without_running_finds_what_running_would(
     tmp_path: Path, source: str, problem: str
 ) -> None:
     write_endpoint(tmp_path, "e", source)
-    assert problems_of(tmp_path, run_handlers=False) == [f"{tmp_path / 'e.py'}{problem}"]
-    assert problems_of(tmp_path) == [f"{tmp_path / 'e.py'}{problem}"]  # as when it runs
+    where = in_project(tmp_path, "e.websocket")
+    assert problems_of(tmp_path, run_handlers=False) == [f"{where}: {tmp_path / 'e.py'}{problem}"]
+    assert problems_of(tmp_path) == [f"{where}: {tmp_path / 'e.py'}{problem}"]  # as when it runs
 
 
 def test_validate_and_list_run_no_handler_code_unless_asked(tmp_path: Path) -> None:

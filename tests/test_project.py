@@ -22,7 +22,7 @@ from ws_notebook.project import (
 )
 
 HINT = "letters, digits, '-', '_', '.'"
-JS_HINT = "(onOpen, onMessage, onError, onClose keep their names)"
+JS_TOO = ", and for each with .js, .mjs, .cjs and .ts instead of .py"
 
 ECHO = "def onMessage(message):\n    return 'echo:' + message\n"
 
@@ -137,7 +137,10 @@ def test_minimal_platform_descriptor_without_location(workspace: Path) -> None:
     write_text(project / "ws-handler.py", ECHO)
     endpoint = only(load_project(project))
     assert endpoint.handler_path == project / "ws-handler.py"
-    assert endpoint.descriptor.location == ""
+    # The platform fills location with where the file is in the project; so does loading.
+    assert endpoint.descriptor.location == "/my-project/websockets/ws.websocket"
+    assert endpoint.descriptor.declared_location == ""
+    assert endpoint.descriptor.created_by == "SYSTEM"
 
 
 def test_handler_relative_to_the_loaded_folder(workspace: Path) -> None:
@@ -180,8 +183,10 @@ def test_single_file_without_location_is_its_own_project(workspace: Path) -> Non
     )
     write_text(project / "websockets" / "ws-handler.py", ECHO)
     assert only(load_project(project)).handler_path == project / "websockets" / "ws-handler.py"
-    (problem,) = problems_of(path)
-    assert problem.startswith(f"{path}: handler: 'my-project/websockets/ws-handler' not found")
+    (problem,) = problems_of(path)  # named by its path in that project: its own folder
+    assert problem.startswith(
+        "/websockets/ws.websocket: handler: 'my-project/websockets/ws-handler' not found"
+    )
     write_json(
         path,
         {
@@ -267,21 +272,17 @@ def test_project_error_is_a_value_error() -> None:
 # --- JavaScript handlers ---------------------------------------------------------------------
 
 
-def test_js_handler_is_a_clear_error(workspace: Path) -> None:
-    project = make_project(workspace, handler="my-project/websockets/my-handler.js")
-    (project / "websockets" / "my-handler.py").unlink()
-    js = write_text(project / "websockets" / "my-handler.js", "exports.onMessage = m => m;\n")
-    assert problems_of(project) == [
-        f"{js}: JavaScript handlers are not supported yet; port it to a Python module {JS_HINT}"
-    ]
-
-
-def test_missing_js_handler_says_to_write_the_python_module(workspace: Path) -> None:
+def test_missing_js_handler_says_it_does_not_exist(workspace: Path) -> None:
     project = make_project(workspace, handler="my-project/websockets/gone.js")
-    path = project / "websockets" / "myws.websocket"
+    path = "/my-project/websockets/myws.websocket"
+    tried = [
+        workspace / "my-project" / "websockets" / "gone.js",  # from location
+        project / "websockets" / "my-project" / "websockets" / "gone.js",
+        project / "my-project" / "websockets" / "gone.js",
+    ]
     assert problems_of(project) == [
-        f"{path}: handler: 'my-project/websockets/gone.js' is JavaScript, which is not supported "
-        f"yet; write gone.py beside it {JS_HINT}"
+        f"{path}: handler: 'my-project/websockets/gone.js' does not exist "
+        f"(looked for {', '.join(map(str, tried))})"
     ]
 
 
@@ -299,7 +300,7 @@ def test_python_module_beside_the_js_is_used(workspace: Path) -> None:
 
 def test_missing_handler_lists_the_paths_tried(workspace: Path) -> None:
     project = make_project(workspace, handler="my-project/websockets/nope")
-    path = project / "websockets" / "myws.websocket"
+    path = "/my-project/websockets/myws.websocket"
     tried = [
         workspace / "my-project" / "websockets" / "nope.py",  # from location
         project / "websockets" / "my-project" / "websockets" / "nope.py",
@@ -307,7 +308,7 @@ def test_missing_handler_lists_the_paths_tried(workspace: Path) -> None:
     ]
     assert problems_of(project) == [
         f"{path}: handler: 'my-project/websockets/nope' not found "
-        f"(looked for {', '.join(map(str, tried))})"
+        f"(looked for {', '.join(map(str, tried))}{JS_TOO})"
     ]
 
 
@@ -315,22 +316,25 @@ def test_missing_handler_without_location_lists_the_paths_tried_inside_the_proje
     workspace: Path,
 ) -> None:
     project = workspace / "proj"
-    path = write_json(project / "a" / "b" / "e.websocket", {"handler": "h", "endpoint": "e"})
+    write_json(project / "a" / "b" / "e.websocket", {"handler": "h", "endpoint": "e"})
     tried = [project / "a" / "b" / "h.py", project / "a" / "h.py", project / "h.py"]
     assert problems_of(project) == [
-        f"{path}: handler: 'h' not found (looked for {', '.join(map(str, tried))})"
+        f"/proj/a/b/e.websocket: handler: 'h' not found "
+        f"(looked for {', '.join(map(str, tried))}{JS_TOO})"
     ]
 
 
 def test_several_broken_files_are_all_reported(workspace: Path) -> None:
     folder = workspace / "proj" / "ws"
-    a = write_text(folder / "a.websocket", '{\n  "endpoint": "a"\n  "handler": "a.py"\n}\n')
-    b = write_json(folder / "b.websocket", {"endpoint": "b b", "handler": ""})
-    c = write_json(folder / "c.websocket", {"endpoint": "c", "handler": "missing-c"})
+    write_text(folder / "a.websocket", '{\n  "endpoint": "a"\n  "handler": "a.py"\n}\n')
+    write_json(folder / "b.websocket", {"endpoint": "b b", "handler": ""})
+    write_json(folder / "c.websocket", {"endpoint": "c", "handler": "missing-c"})
     write_json(folder / "d.websocket", {"endpoint": "d", "handler": "d.py"})
     write_text(folder / "d.py", "def on_message(message client):\n    pass\n")
-    e = write_json(folder / "e.websocket", {"endpoint": "e", "handler": "e.js"})
-    f = write_json(folder / "f.websocket", {"endpoint": "f", "handler": "f.py", "colour": "red"})
+    write_json(folder / "e.websocket", {"endpoint": "e", "handler": "e.js"})
+    write_json(folder / "f.websocket", {"endpoint": "f", "handler": "", "colour": "red"})
+    # Each is named by its path in the project, as the platform names it.
+    a, b, c, d, e, f = (f"/proj/ws/{name}.websocket" for name in "abcdef")
     write_json(folder / "ok.websocket", {"endpoint": "ok", "handler": "ok.py"})
     write_text(folder / "ok.py", ECHO)
     tried_c = ", ".join(str(p / "missing-c.py") for p in (folder, folder.parent))
@@ -341,19 +345,14 @@ def test_several_broken_files_are_all_reported(workspace: Path) -> None:
         f"{b}: endpoint: 'b b' is not a valid endpoint name ({HINT})",
         f"{b}: handler: must not be empty",
     ]
-    assert problems[3] == f"{c}: handler: 'missing-c' not found (looked for {tried_c})"
-    assert problems[4].startswith(f"{folder / 'd.py'}:1: ")
-    assert problems[5] == (
-        f"{e}: handler: 'e.js' is JavaScript, which is not supported yet; write e.py beside it "
-        f"{JS_HINT}"
-    )
-    assert (
-        problems[6]
-        == f"{f}: colour: unknown property (expected one of location, handler, endpoint, description, createdBy, createdAt)"
-    )
-    # every line names the file it is about
-    files = [a, b, b, c, folder / "d.py", e, f]
-    assert all(line.startswith(f"{file}:") for line, file in zip(problems, files, strict=True))
+    assert problems[3] == f"{c}: handler: 'missing-c' not found (looked for {tried_c}{JS_TOO})"
+    assert problems[4].startswith(f"{d}: {folder / 'd.py'}:1: ")
+    tried_e = ", ".join(str(p / "e.js") for p in (folder, folder.parent))
+    assert problems[5] == f"{e}: handler: 'e.js' does not exist (looked for {tried_e})"
+    assert problems[6] == f"{f}: handler: must not be empty"  # colour: only a warning
+    # every line starts with the descriptor it is about
+    files = [a, b, b, c, d, e, f]
+    assert all(line.startswith(f"{file}: ") for line, file in zip(problems, files, strict=True))
 
 
 def test_bad_handler_signature_is_reported(workspace: Path) -> None:
@@ -361,7 +360,7 @@ def test_bad_handler_signature_is_reported(workspace: Path) -> None:
     write_json(project / "e.websocket", {"endpoint": "e", "handler": "e"})
     write_text(project / "e.py", "def on_open(client, extra):\n    pass\n")
     assert problems_of(project) == [
-        f"{project / 'e.py'}: on_open(client, extra) takes 2 arguments; "
+        f"/proj/e.websocket: {project / 'e.py'}: on_open(client, extra) takes 2 arguments; "
         "it is called as on_open(client)"
     ]
 
@@ -370,12 +369,16 @@ def test_handler_failing_at_import_is_reported_with_the_others(workspace: Path) 
     project = workspace / "proj"
     write_json(project / "a.websocket", {"endpoint": "a", "handler": "a"})
     write_text(project / "a.py", "import ws_notebook_no_such_module\n")
-    b = write_json(project / "b.websocket", {"endpoint": "b b", "handler": "b"})
+    write_json(project / "b.websocket", {"endpoint": "b b", "handler": "b"})
     with pytest.raises(ProjectError) as caught:
         load_project(project)
     assert len(caught.value.problems) == 2
+    assert caught.value.problems[0].startswith(f"/proj/a.websocket: {project / 'a.py'}:1: ")
     assert "ws_notebook_no_such_module" in caught.value.problems[0]
-    assert caught.value.problems[1] == f"{b}: endpoint: 'b b' is not a valid endpoint name ({HINT})"
+    assert (
+        caught.value.problems[1]
+        == f"/proj/b.websocket: endpoint: 'b b' is not a valid endpoint name ({HINT})"
+    )
 
 
 def test_non_utf8_handler_is_reported(workspace: Path) -> None:
@@ -384,30 +387,33 @@ def test_non_utf8_handler_is_reported(workspace: Path) -> None:
     (project / "a.py").write_bytes(b"# caf\xe9\ndef on_open(client):\n    pass\n")
     with pytest.raises(ProjectError) as caught:
         load_project(project)
-    assert caught.value.problems[0].startswith(f"{project / 'a.py'}:")
+    assert caught.value.problems[0].startswith(f"/proj/a.websocket: {project / 'a.py'}:")
 
 
 def test_duplicate_endpoint_names(workspace: Path) -> None:
     project = workspace / "proj"
-    first = write_json(project / "one" / "x.websocket", {"endpoint": "dup", "handler": "h"})
-    second = write_json(project / "two" / "y.websocket", {"endpoint": "dup", "handler": "h"})
-    third = write_json(project / "two" / "z.websocket", {"endpoint": "dup", "handler": "h"})
+    write_json(project / "one" / "x.websocket", {"endpoint": "dup", "handler": "h"})
+    write_json(project / "two" / "y.websocket", {"endpoint": "dup", "handler": "h"})
+    write_json(project / "two" / "z.websocket", {"endpoint": "dup", "handler": "h"})
     write_text(project / "one" / "h.py", ECHO)
     write_text(project / "two" / "h.py", ECHO)
     assert problems_of(project) == [
-        f"{second}: endpoint: 'dup' is already defined by {first}",
-        f"{third}: endpoint: 'dup' is already defined by {first}",
+        "/proj/two/y.websocket: endpoint: 'dup' is already defined by /proj/one/x.websocket",
+        "/proj/two/z.websocket: endpoint: 'dup' is already defined by /proj/one/x.websocket",
     ]
 
 
 def test_invalid_descriptor_does_not_claim_its_endpoint(workspace: Path) -> None:
     project = workspace / "proj"
-    bad = write_json(project / "a.websocket", {"endpoint": "same", "handler": "", "x": 1})
+    write_json(project / "a.websocket", {"endpoint": "same", "handler": "", "x": 1})
     write_json(project / "b.websocket", {"endpoint": "same", "handler": "h"})
     write_text(project / "h.py", ECHO)
-    assert problems_of(project) == [
-        f"{bad}: x: unknown property (expected one of location, handler, endpoint, description, createdBy, createdAt)",
-        f"{bad}: handler: must not be empty",
+    assert problems_of(project) == ["/proj/a.websocket: handler: must not be empty"]
+    with pytest.raises(ProjectError) as caught:
+        load_project(project, strict=True)
+    assert caught.value.problems == [
+        "/proj/a.websocket: x: unknown property (expected one of location, handler, endpoint, description, createdBy, createdAt)",
+        "/proj/a.websocket: handler: must not be empty",
     ]
 
 

@@ -20,13 +20,19 @@ from typing import Any
 from .api import (
     broadcast,
     client,
+    client_by_handler,
     clients,
+    context,
     default_server,
     endpoint,
     endpoints,
     events,
     export,
+    get_client,
+    get_client_by_handler,
+    get_clients,
     getClient,
+    getClientByHandler,
     getClients,
     load_descriptor,
     mount,
@@ -44,7 +50,7 @@ from .descriptor import Descriptor, DescriptorError
 from .events import Event, EventLog
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
-from .registry import Endpoint, Registry, UnknownEndpoint
+from .registry import Endpoint, EventContext, Registry, UnknownEndpoint
 from .server import Limits, Server, ServerError
 
 try:  # the installed distribution's version: pyproject.toml is the one place it is written
@@ -59,6 +65,7 @@ __all__ = [
     "DescriptorError",
     "Endpoint",
     "Event",
+    "EventContext",
     "EventLog",
     "HandlerError",
     "Handlers",
@@ -70,14 +77,20 @@ __all__ = [
     "UnknownEndpoint",
     "broadcast",
     "client",
+    "client_by_handler",
     "clients",
+    "context",
     "default_server",
     "endpoint",
     "endpoints",
     "events",
     "export",
     "getClient",
+    "getClientByHandler",
     "getClients",
+    "get_client",
+    "get_client_by_handler",
+    "get_clients",
     "load_descriptor",
     "load_ipython_extension",
     "mount",

@@ -1,8 +1,9 @@
 """The process-wide server and the functions that act on it: what ``import ws_notebook`` offers.
 
 A kernel has one server, started lazily on first use, so ``serve("echo", handlers)`` is all a
-notebook or script needs. The names mirror codbex's ``websockets`` API where one exists
-(``getClients``, ``getClient``).
+notebook or script needs. codbex's ``websockets`` API has its names here too, for ported code:
+``getClients``, ``getClient``, ``getClientByHandler`` (and ``get_clients`` ...), and ``context()``
+for the event a handler runs for (``getMethod()``, ``getMessage()``, ``isOnOpen()`` ...).
 """
 
 from __future__ import annotations
@@ -20,21 +21,28 @@ from .connection import Client
 from .descriptor import Descriptor
 from .handlers import Handlers
 from .project import export_endpoint, load_project
-from .registry import Endpoint, Mounted, UnknownEndpoint
+from .registry import Endpoint, EventContext, Mounted, UnknownEndpoint, context
 from .server import Limits, Server, ServerError
 from .watch import ProjectWatcher
 
 __all__ = [
+    "EventContext",
     "broadcast",
     "client",
+    "client_by_handler",
     "clients",
+    "context",
     "default_server",
     "endpoint",
     "endpoints",
     "events",
     "export",
     "getClient",
+    "getClientByHandler",
     "getClients",
+    "get_client",
+    "get_client_by_handler",
+    "get_clients",
     "jupyter_base_url",
     "load_descriptor",
     "mount",
@@ -291,8 +299,28 @@ def client(client_id: str) -> Client | None:
     return default_server().registry.client(client_id)
 
 
-getClients = clients
-getClient = client
+def _module_key(handler: str) -> str:
+    """A handler path as the platform compares them, without a leading '/' or an extension."""
+    path = handler.lstrip("/")
+    stem, dot, suffix = path.rpartition(".")
+    return stem if dot and suffix in ("js", "mjs", "cjs", "ts", "py") else path
+
+
+def client_by_handler(handler: str) -> Client | None:
+    """An open client of an endpoint served by the handler module ``handler`` (the descriptor's
+    ``handler``, with or without its extension), or None (as codbex's ``getClientByHandler``)."""
+    wanted = _module_key(handler)
+    for found in default_server().registry:
+        if _module_key(found.descriptor.handler) == wanted:
+            for open_client in found.clients.values():
+                return open_client
+    return None
+
+
+# codbex's names (websockets.getClients() ...), and the same in Python's spelling.
+getClients = get_clients = clients
+getClient = get_client = client
+getClientByHandler = get_client_by_handler = client_by_handler
 
 
 def broadcast(endpoint: str, message: Any) -> int:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import api, output
+from .descriptor import PLATFORM_FIELDS
 from .events import Event, EventLog
 from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
 from .registry import Endpoint, Registry
@@ -111,10 +112,19 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check every descriptor and handler under DIR",
         description="Check every descriptor and handler under DIR; list every problem with its "
-        "file and property. Exit code 0 if all are valid, 2 if not.",
+        "descriptor's path in the project and the property. Descriptors are read as the "
+        "platform reads them: its own fields (engine, updatedBy, updatedAt) are kept, other "
+        "unknown properties and a leading '/' in endpoint are warnings, null is 'not set'. "
+        "Exit code 0 if all are valid, 2 if not.",
     )
     validate.add_argument("directory", metavar="DIR")
     _import_option(validate)
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="check descriptors against the schema as written: the six documented properties "
+        "only, strings only (no null), no leading '/' in endpoint",
+    )
 
     listing = commands.add_parser(
         "list",
@@ -214,10 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- validate and list ---------------------------------------------------------------------------
 
 
-def _load(directory: str, run_handlers: bool) -> list[LoadedEndpoint] | None:
+def _load(directory: str, run_handlers: bool, strict: bool = False) -> list[LoadedEndpoint] | None:
     """The project's endpoints, or None after printing every problem to stderr."""
     try:
-        loaded = load_project(directory, run_handlers=run_handlers)
+        loaded = load_project(directory, run_handlers=run_handlers, strict=strict)
     except ProjectError as error:
         _print_problems(directory, error.problems)
         return None
@@ -234,12 +244,14 @@ def _print_problems(directory: str, problems: Sequence[str]) -> None:
 
 def _print_warnings(loaded: Sequence[LoadedEndpoint]) -> None:
     for item in loaded:
+        for warning in item.descriptor.warnings:
+            print(f"warning: {item.descriptor.location}: {warning}", file=sys.stderr)
         for warning in item.handlers.warnings:
             print(f"warning: {item.handler_path}: {warning}", file=sys.stderr)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    loaded = _load(args.directory, args.run_handlers)
+    loaded = _load(args.directory, args.run_handlers, args.strict)
     if loaded is None:
         return INVALID
     names = ", ".join(item.descriptor.endpoint for item in loaded)
@@ -258,7 +270,14 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(server.describe(), indent=2))
         return 0
-    columns = ["endpoint", "url", "handlers", "description", "createdBy", "createdAt", "file"]
+    # The platform's own fields, when a descriptor has them.
+    platform = [
+        (column, field)
+        for column, field in PLATFORM_FIELDS.items()
+        if any(getattr(item.descriptor, field) for item in loaded)
+    ]
+    columns = ["endpoint", "url", "handlers", "description", "createdBy", "createdAt"]
+    columns += [column for column, _ in platform] + ["file"]
     rows = [
         [
             item.descriptor.endpoint,
@@ -267,6 +286,7 @@ def _list(args: argparse.Namespace) -> int:
             item.descriptor.description,
             item.descriptor.created_by,
             item.descriptor.created_at,
+            *(getattr(item.descriptor, field) for _, field in platform),
             str(item.path),
         ]
         for item in loaded

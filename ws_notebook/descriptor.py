@@ -3,6 +3,13 @@
 A descriptor says which endpoint name clients connect to and which handler module serves it.
 Validation collects every problem at once and names the offending property, so a user fixing a
 file sees all that is wrong in one go.
+
+Files are read as leniently as the platform reads them (its JSON mapper ignores unknown keys),
+and no more: the platform's own fields ``engine``, ``updatedBy`` and ``updatedAt`` are kept,
+any other unknown property is a warning, ``null`` for an optional string means "not set", a
+leading ``/`` in ``endpoint`` is dropped with a warning, and a missing ``createdBy`` is
+``SYSTEM``. ``strict=True`` applies the schema as it is written (six properties, no more), as
+``ws-notebook validate --strict`` does.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ __all__ = [
 ]
 
 ENDPOINT_NAME_HINT = "letters, digits, '-', '_', '.'"
+# What the platform's repository records as the author of a descriptor that names none.
+DEFAULT_CREATED_BY = "SYSTEM"
+# The fields the platform writes besides the schema's six: JSON name -> Descriptor attribute.
+PLATFORM_FIELDS = {"engine": "engine", "updatedBy": "updated_by", "updatedAt": "updated_at"}
 TIMESTAMP_EXAMPLE = "2022-07-06T02:24:12+00:00"
 
 # ISO 8601 as people write it: the hour may have one digit and the offset may lack its colon,
@@ -50,11 +61,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DescriptorError(ValueError):
-    """A descriptor that cannot be used; ``problems`` holds one ``"property: what is wrong"`` each."""
+    """A descriptor that cannot be used; ``problems`` holds one ``"property: what is wrong"`` each.
 
-    def __init__(self, problems: list[str], source: str | None = None) -> None:
+    ``location`` is the file's own ``location`` when it could be read (a string), else "".
+    """
+
+    def __init__(self, problems: list[str], source: str | None = None, location: str = "") -> None:
         self.problems = problems
         self.source = source
+        self.location = location
         prefix = f"{source}: " if source else ""
         super().__init__("\n".join(prefix + problem for problem in problems))
 
@@ -102,8 +117,23 @@ def descriptor_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
-    """The schema's validator, made on first use.
+def _platform_properties() -> dict[str, Any]:
+    """The fields the platform writes besides the schema's six (``engine``, ``updatedBy``,
+    ``updatedAt``), as the schema file describes them."""
+    return descriptor_schema()["$defs"]["platformProperties"]["properties"]
+
+
+@cache
+def _known(strict: bool) -> list[str]:
+    """The property names a descriptor may have, in the order they are listed."""
+    names = list(descriptor_schema()["properties"])
+    return names if strict else names + list(_platform_properties())
+
+
+@cache
+def _validator(strict: bool = True) -> jsonschema.protocols.Validator:
+    """The schema's validator, made on first use; ``strict=False`` also knows the platform's
+    own fields (unknown properties are taken out before it runs, see ``Descriptor.from_json``).
 
     ``jsonschema`` is imported here, not with the module: where ``rfc3987_syntax`` is installed
     (any Jupyter environment), importing jsonschema builds its IRI grammar, about 1 s and 17 MiB
@@ -113,6 +143,8 @@ def _validator() -> jsonschema.protocols.Validator:
     import jsonschema
 
     schema = descriptor_schema()
+    if not strict:
+        schema = dict(schema, properties=schema["properties"] | _platform_properties())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     checker = jsonschema.FormatChecker(formats=())
@@ -125,10 +157,21 @@ def _endpoint_pattern() -> re.Pattern[str]:
     return re.compile(descriptor_schema()["properties"]["endpoint"]["pattern"])
 
 
+def _unknown(name: str, known: list[str], what: str = "unknown property") -> str:
+    """``name: unknown property (did you mean ...?)``, with the closest known name if any."""
+    if name in _platform_properties() and name not in known:  # strict
+        return (
+            f"{name}: not in the strict schema (a field the platform itself writes; read "
+            "without --strict, it is kept)"
+        )
+    hint = difflib.get_close_matches(name, known, n=1)
+    also = f"did you mean '{hint[0]}'?" if hint else f"expected one of {', '.join(known)}"
+    return f"{printable(name)}: {what} ({also})"
+
+
 def _describe(error: jsonschema.ValidationError) -> list[str]:
     """Turn one jsonschema error into ``property: problem`` lines a person can act on."""
-    schema = descriptor_schema()
-    known = list(schema["properties"])
+    known = _known(strict=True)
     instance = error.instance
     if not error.path:
         if error.validator == "type":
@@ -137,14 +180,7 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
             missing = [name for name in error.validator_value if name not in instance]
             return [f"{name}: missing (required)" for name in missing]
         if error.validator == "additionalProperties":
-            lines = []
-            for name in sorted(set(instance) - set(known)):
-                hint = difflib.get_close_matches(name, known, n=1)
-                also = (
-                    f"did you mean '{hint[0]}'?" if hint else f"expected one of {', '.join(known)}"
-                )
-                lines.append(f"{printable(name)}: unknown property ({also})")
-            return lines
+            return [_unknown(name, known) for name in sorted(set(instance) - set(known))]
         return [error.message]
     name = str(error.path[0])
     if error.validator == "type":
@@ -218,9 +254,48 @@ def check_endpoint_name(name: object) -> str:
     return name
 
 
+def _lenient(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` as the platform reads it, and warnings saying what was made of it.
+
+    Unknown properties are dropped (a warning names each, with the closest known name),
+    ``null`` optional strings are left out (not set), and a leading ``/`` is dropped from
+    ``endpoint`` when what follows is a valid name (the platform's own tests name one
+    ``/mycustomwebsocket``). The rest is for the schema to check.
+    """
+    known = _known(strict=False)
+    required = descriptor_schema()["required"]
+    warnings = [
+        _unknown(name, known, "unknown property, ignored")
+        for name in sorted(name for name in data if name not in known)
+    ]
+    kept = {
+        name: value
+        for name, value in data.items()
+        if name in known and (value is not None or name in required)
+    }
+    endpoint = kept.get("endpoint")
+    if (
+        isinstance(endpoint, str)
+        and endpoint.startswith("/")
+        and _endpoint_pattern().search(endpoint[1:])
+    ):
+        kept["endpoint"] = endpoint[1:]
+        warnings.append(
+            f"endpoint: {endpoint!r} starts with '/', which is dropped: clients connect to "
+            f"{endpoint[1:]!r}"
+        )
+    return kept, warnings
+
+
 @dataclasses.dataclass(frozen=True)
 class Descriptor:
-    """One endpoint as the platform describes it (the six properties of a ``.websocket`` file)."""
+    """One endpoint as the platform describes it: the six properties of a ``.websocket`` file,
+    and the platform's own ``engine``, ``updatedBy`` and ``updatedAt``.
+
+    ``location`` of a descriptor loaded from a project is where the file really is in the
+    project (``/my-project/websockets/x.websocket``); ``declared_location`` keeps the file's own
+    value when that differs. ``warnings`` says what reading the file leniently made of it.
+    """
 
     endpoint: str
     handler: str
@@ -228,6 +303,11 @@ class Descriptor:
     description: str = ""
     created_by: str = ""
     created_at: str = ""
+    engine: str = ""
+    updated_by: str = ""
+    updated_at: str = ""
+    declared_location: str = ""
+    warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @classmethod
     def new(
@@ -253,7 +333,7 @@ class Descriptor:
             "createdAt": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
         }
         if not handler or not all(isinstance(value, str) for value in properties.values()):
-            return cls.from_json(properties)
+            return cls.from_json(properties, strict=True)
         return cls(
             endpoint=check_endpoint_name(endpoint),
             handler=handler,
@@ -264,25 +344,43 @@ class Descriptor:
         )
 
     @classmethod
-    def from_json(cls, data: Any, source: str | None = None) -> Descriptor:
-        """Validate parsed JSON against the schema; raise DescriptorError listing every problem."""
-        errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.path])
+    def from_json(cls, data: Any, source: str | None = None, *, strict: bool = False) -> Descriptor:
+        """Validate parsed JSON; raise DescriptorError listing every problem.
+
+        Read as the platform reads it (see ``_lenient``: what it ignored or changed is in
+        ``warnings``), or with ``strict=True`` against the schema as written, where an unknown
+        property (the platform's ``engine``, ``updatedBy``, ``updatedAt`` included), a ``null``
+        and a leading ``/`` in ``endpoint`` are errors. Either way a descriptor naming no
+        author was created by ``SYSTEM``, as the platform records it.
+        """
+        warnings: list[str] = []
+        if not strict and isinstance(data, dict):
+            data, warnings = _lenient(data)
+        errors = sorted(
+            _validator(strict).iter_errors(data), key=lambda e: [str(p) for p in e.path]
+        )
         lines = [line for error in errors for line in _describe(error)] + _surrogates(data)
         # dict.fromkeys: one line per problem, though jsonschema may report it more than once.
         problems = list(dict.fromkeys(lines))
         if problems:
-            raise DescriptorError(problems, source)
+            location = data.get("location") if isinstance(data, dict) else None
+            raise DescriptorError(problems, source, location if isinstance(location, str) else "")
         return cls(
             endpoint=data["endpoint"],
             handler=data["handler"],
             location=data.get("location", ""),
             description=data.get("description", ""),
-            created_by=data.get("createdBy", ""),
+            created_by=data.get("createdBy") or DEFAULT_CREATED_BY,
             created_at=data.get("createdAt", ""),
+            engine=data.get("engine", ""),
+            updated_by=data.get("updatedBy", ""),
+            updated_at=data.get("updatedAt", ""),
+            warnings=tuple(warnings),
         )
 
     def to_json(self) -> dict[str, str]:
-        """The descriptor as the platform writes it, in the artifact's order; unset ones left out."""
+        """The descriptor as the platform writes it, in the artifact's order then the platform's
+        own fields; unset ones left out."""
         properties = {
             "location": self.location,
             "handler": self.handler,
@@ -290,15 +388,22 @@ class Descriptor:
             "description": self.description,
             "createdBy": self.created_by,
             "createdAt": self.created_at,
+            "engine": self.engine,
+            "updatedBy": self.updated_by,
+            "updatedAt": self.updated_at,
         }
         return {name: value for name, value in properties.items() if value}
 
-    def replace(self, **changes: str) -> Descriptor:
+    def replace(self, **changes: Any) -> Descriptor:
         return dataclasses.replace(self, **changes)
 
 
-def read_descriptor(path: str | Path) -> Descriptor:
-    """Read and validate one ``.websocket`` file; errors are prefixed with the file name."""
+def read_descriptor(path: str | Path, *, strict: bool = False) -> Descriptor:
+    """Read and validate one ``.websocket`` file; errors are prefixed with the file name.
+
+    Leniently, as the platform reads it, or with ``strict=True`` against the schema as written
+    (see ``Descriptor.from_json``).
+    """
     path = Path(path)
     try:
         text = path.read_text("utf-8-sig")  # a byte order mark, as some editors write, is fine
@@ -325,11 +430,11 @@ def read_descriptor(path: str | Path) -> Descriptor:
         for name, count in getattr(data, "repeated", {}).items()
     ]
     try:
-        descriptor = Descriptor.from_json(data, source=str(path))
+        descriptor = Descriptor.from_json(data, source=str(path), strict=strict)
     except DescriptorError as error:
-        raise DescriptorError(repeated + error.problems, str(path)) from error
+        raise DescriptorError(repeated + error.problems, str(path), error.location) from error
     if repeated:
-        raise DescriptorError(repeated, str(path))
+        raise DescriptorError(repeated, str(path), descriptor.location)
     return descriptor
 
 

@@ -248,7 +248,10 @@ class Handlers:
 
     @classmethod
     def from_file(cls, path: str | Path, *, run: bool = True) -> Handlers:
-        """Load a Python handler module from a file, or with ``run=False`` only check it.
+        """Load a handler module from a file, or with ``run=False`` only check it.
+
+        JavaScript (``.js``, ``.mjs``, ``.cjs``; ``.ts`` is refused with what to do) runs in
+        V8 and gives handlers of the same shape (:mod:`ws_notebook.javascript`).
 
         The module imports the modules beside it from a namespace of its own (see
         :mod:`ws_notebook.imports`). Whatever its code raises is its load error, naming the file
@@ -256,11 +259,10 @@ class Handlers:
         stop the server or the watcher.
         """
         path = Path(path)
-        if path.suffix == ".js":
-            raise HandlerError(
-                f"{path}: JavaScript handlers are not supported yet; port it to a Python module "
-                "(onOpen, onMessage, onError, onClose keep their names)"
-            )
+        if path.suffix in (".js", ".mjs", ".cjs", ".ts"):  # run in V8: see ws_notebook.javascript
+            from . import javascript
+
+            return javascript.from_file(path, run=run)
         try:
             source = path.read_text("utf-8")
         except OSError as error:

@@ -24,7 +24,7 @@ from IPython.utils.text import dedent
 
 from . import api, output
 from .browser import BrowserClient
-from .descriptor import Descriptor, DescriptorError, check_endpoint_name
+from .descriptor import PLATFORM_FIELDS, Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
@@ -356,6 +356,13 @@ class WebSocketMagics(Magics):
 
     def _list(self, args: Any = None) -> Table:
         server = api.default_server()
+        endpoints = list(server.registry)
+        # The platform's own fields, when a loaded descriptor has them.
+        platform = [
+            (column, field)
+            for column, field in PLATFORM_FIELDS.items()
+            if any(getattr(e.descriptor, field) for e in endpoints)
+        ]
         rows = [
             (
                 e.name,
@@ -367,8 +374,9 @@ class WebSocketMagics(Magics):
                 e.descriptor.description,
                 e.descriptor.created_by,
                 e.descriptor.created_at,
+                *(getattr(e.descriptor, field) for _, field in platform),
             )
-            for e in server.registry
+            for e in endpoints
         ]
         columns = [
             "endpoint",
@@ -380,6 +388,7 @@ class WebSocketMagics(Magics):
             "description",
             "createdBy",
             "createdAt",
+            *(column for column, _ in platform),
         ]
         return Table(columns, rows)
 
@@ -463,8 +472,14 @@ class WebSocketMagics(Magics):
         target = _cell_output(self.shell)  # loaded handlers print under this cell
         for endpoint in api.load_descriptor(args.path, watch=args.watch):
             endpoint.output = target
-            where = endpoint.descriptor.location or args.path
+            descriptor = endpoint.descriptor
+            # Its path in the project, as every problem loading it is named.
+            where = descriptor.location or args.path
+            if descriptor.declared_location:
+                where += f"; the file says location {descriptor.declared_location}"
             print(f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {where})")
+            for warning in descriptor.warnings:
+                print(f"warning: {descriptor.location}: {warning}", file=sys.stderr)
         if args.watch:
             print(f"watching {args.path}: changes are applied between cells and while cells await")
 
@@ -487,6 +502,7 @@ WebSocketMagics.websocket_cell.__doc__ = dedent(_cell_parser().format_help() + _
 WebSocketMagics.websocket_command.__doc__ = dedent(_line_help() + _CONNECT)
 
 _log_handler: logging.Handler | None = None
+_tornado_logs: Any = None  # undoes _route_tornado_logs
 _routing: output.Routing | None = None
 _last_stream: str | None = None  # the kernel stream that handler output went to last
 
@@ -526,10 +542,61 @@ def _cell_output(shell: Any) -> output.Target | None:
     return write
 
 
+# Tornado's loggers, as the kernel leaves them, would print into the notebook: ipykernel gives
+# the "tornado" logger a handler writing to the cell output. A request the server refuses (a
+# 404 for an unknown path, a missing token) is not the notebook's business: a refusal naming a
+# mounted endpoint is an event of its log, and the lines go to the kernel's own stderr, the
+# terminal running Jupyter, as Jupyter's server logs its requests.
+_TORNADO_LEVELS = {
+    "tornado.access": logging.ERROR,  # 5xx only: a 4xx has its line in tornado.general
+    "tornado.general": logging.WARNING,
+    "tornado.application": logging.WARNING,
+}
+
+
+def _terminal(stream: Any) -> Any:
+    """The kernel process's own stderr, the terminal running Jupyter, not the notebook.
+
+    ipykernel forwards what is written to file descriptor 2 into the notebook; it keeps a copy
+    of the original descriptor, which is the terminal. Without that copy, file descriptor 2 is
+    the terminal.
+    """
+    original = getattr(stream, "_original_stdstream_copy", None)
+    if isinstance(original, int):
+        return open(original, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+    return sys.__stderr__
+
+
+def _route_tornado_logs(stream: Any) -> Any:
+    """Send Tornado's log lines to the kernel's terminal, not the notebook; returns an undo."""
+    terminal = _terminal(stream)
+    handler: logging.Handler = (
+        logging.StreamHandler(terminal) if terminal is not None else logging.NullHandler()
+    )
+    handler.setFormatter(logging.Formatter("[ws_notebook %(name)s] %(levelname)s %(message)s"))
+    changed = []
+    for name, level in _TORNADO_LEVELS.items():
+        log = logging.getLogger(name)
+        changed.append((log, log.level, log.propagate))
+        log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = False
+
+    def restore() -> None:
+        for log, level, propagate in changed:
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
+        if terminal is not None and terminal is not sys.__stderr__:
+            terminal.close()
+
+    return restore
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext ws_notebook``: register the magics, route handler output and errors to the
-    cells that defined the endpoints."""
-    global _log_handler, _routing
+    cells that defined the endpoints, and Tornado's request log to the kernel's terminal."""
+    global _log_handler, _routing, _tornado_logs
     ipython.register_magics(WebSocketMagics)
     if _routing is None:
         _routing = output.install()
@@ -543,6 +610,8 @@ def load_ipython_extension(ipython: Any) -> None:
         logger.addHandler(_log_handler)
         logger.setLevel(logging.INFO)  # errors, and what a watched folder's changes did
         logger.propagate = False
+    if _tornado_logs is None and getattr(ipython, "kernel", None) is not None:
+        _tornado_logs = _route_tornado_logs(_routing.stderr.stream)
     _watch_kernel_shutdown(getattr(ipython, "kernel", None))
 
 
@@ -566,7 +635,7 @@ def _watch_kernel_shutdown(kernel: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext ws_notebook``: close every client with 1001, free the port, forget endpoints,
     give back sys.stdout and sys.stderr."""
-    global _log_handler, _routing
+    global _log_handler, _routing, _tornado_logs
     for panel in panels():
         panel.close()
     api.reset()
@@ -581,3 +650,6 @@ def unload_ipython_extension(ipython: Any) -> None:
         logger.removeHandler(_log_handler)
         logger.propagate = True
         _log_handler = None
+    if _tornado_logs is not None:
+        _tornado_logs()
+        _tornado_logs = None

@@ -1,11 +1,13 @@
 """codbex projects on disk: ``*.websocket`` descriptors with Python handler modules.
 
 Loading checks every descriptor and handler of a folder before anything is mounted, so a
-project with three broken files reports all three at once. Handlers are only loaded from inside
-the project: loading runs a module's code, and a descriptor must not name one elsewhere on the
-machine. Exporting writes an endpoint back in the same layout, atomically, so that loading the
-folder again mounts the same endpoint; a cell's handler module takes along the notebook's imports
-and constants it uses.
+project with three broken files reports all three at once. A descriptor is known by its path in
+the project, as the platform knows it (``/my-project/websockets/x.websocket``, see
+``project_path``): that is its ``location`` once loaded, and every problem found loading it
+starts with it. Handlers are only loaded from inside the project: loading runs a module's code,
+and a descriptor must not name one elsewhere on the machine. Exporting writes an endpoint back
+in the same layout, atomically, so that loading the folder again mounts the same endpoint; a
+cell's handler module takes along the notebook's imports and constants it uses.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ __all__ = [
     "load_endpoint",
     "load_project",
     "locate_endpoint",
+    "project_path",
 ]
 
 SUFFIX = ".websocket"
+PROJECT_FILE = "project.json"  # what a codbex project folder holds at its top
 
 
 class ProjectError(ValueError):
@@ -113,6 +117,75 @@ def _workspace_roots(descriptor: Descriptor, path: Path, project: Path) -> list[
     return list(dict.fromkeys(roots))
 
 
+def project_path(
+    file: str | Path, root: str | Path | None = None, declared: str | None = None
+) -> str:
+    """Where the descriptor ``file`` is in its project, as the platform writes ``location``:
+    ``/my-project/websockets/x.websocket``.
+
+    The file's own ``location`` (``declared``; None: read it from the file) when the file's
+    path really ends with it (a project and a file at least); else the path from the project
+    folder, named after it: the nearest folder holding a ``project.json`` up to ``root`` (the
+    folder being loaded), else ``root``, else (a file loaded by itself) the file's own folder.
+    """
+    absolute = Path(os.path.abspath(file))
+    if declared is None:
+        declared = _declared_location(absolute)
+    parts = PurePosixPath(declared.lstrip("/")).parts if declared else ()
+    if len(parts) >= 2 and ".." not in parts and absolute.parts[-len(parts) :] == parts:
+        return "/" + "/".join(parts)
+    top = Path(os.path.abspath(root)) if root is not None else absolute.parent
+    project = top
+    if absolute.is_relative_to(top):
+        for folder in absolute.parents:
+            if not folder.is_relative_to(top):
+                break
+            if _is_file(folder / PROJECT_FILE):
+                project = folder
+                break
+    else:
+        project = absolute.parent
+    inside = absolute.relative_to(project).parts
+    return "/" + "/".join(part for part in (project.name, *inside) if part)
+
+
+def _declared_location(file: Path) -> str:
+    """The ``location`` a descriptor file gives, whatever else is wrong with it; else ""."""
+    try:
+        data = json.loads(file.read_text("utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
+        return ""
+    location = data.get("location") if isinstance(data, dict) else None
+    return location if isinstance(location, str) else ""
+
+
+def _placed(descriptor: Descriptor, where: str) -> Descriptor:
+    """The descriptor with its real project path as ``location``, its own value kept beside it
+    when that says something else."""
+    declared = descriptor.location
+    differs = declared and declared.lstrip("/") != where.lstrip("/")
+    return descriptor.replace(location=where, declared_location=declared if differs else "")
+
+
+def _in_project(where: str, file: Path, error: Exception) -> list[str]:
+    """The lines of an error found loading the descriptor ``file``, each starting with its
+    project path ``where`` (in place of the file's path, where one started with that)."""
+    prefix = f"{file}: "
+    return [f"{where}: {line.removeprefix(prefix)}" for line in str(error).splitlines() or [""]]
+
+
+def _read(file: Path, root: Path | None, strict: bool = False) -> tuple[Descriptor, str]:
+    """Read and validate a descriptor (as the file has it: its own ``location`` says where its
+    workspace starts, for ``resolve_handler``), and its project path; ProjectError names it by
+    that path."""
+    try:
+        descriptor = read_descriptor(file, strict=strict)
+    except DescriptorError as error:
+        where = project_path(file, root, error.location)
+        raise ProjectError([f"{where}: {problem}" for problem in error.problems]) from error
+    return descriptor, project_path(file, root, descriptor.location)
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
@@ -123,8 +196,10 @@ def _is_file(path: Path) -> bool:
 def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Path:
     """Find the handler module a descriptor names, inside its project folder.
 
-    ``.py`` is assumed when it has no extension. A module found only outside the project, or
-    inside it but through a link that leads out, is refused.
+    Without an extension, as the platform writes it (``my-project/ws-handler``), the first of
+    ``.py``, ``.js``, ``.mjs``, ``.cjs`` and ``.ts`` found is the module. A ``.js`` with a
+    Python module beside it (a project ported by hand) is served by the Python module. A module
+    found only outside the project, or inside it but through a link that leads out, is refused.
     """
     relative = PurePosixPath(descriptor.handler.lstrip("/"))
     if not relative.name or relative.name in (".", ".."):
@@ -134,7 +209,12 @@ def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Pa
             f"{path}: handler: {descriptor.handler!r} leaves the project ('..'); "
             "name the module by its path inside the workspace"
         )
-    names = [relative] if relative.suffix in (".py", ".js") else [relative.with_suffix(".py")]
+    javascript = (".js", ".mjs", ".cjs", ".ts")
+    named = relative.suffix in (".py", *javascript)  # else the extension is left out
+    if named:
+        names = [relative]
+    else:  # no extension: Python, then JavaScript
+        names = [relative.with_suffix(suffix) for suffix in (".py", *javascript)]
     if relative.suffix == ".js":  # a ported project: prefer the Python module beside the .js
         names.insert(0, relative.with_suffix(".py"))
     project = _project_folder(descriptor, path, root)
@@ -162,22 +242,26 @@ def resolve_handler(descriptor: Descriptor, path: Path, root: Path | None) -> Pa
             f"{printable(str(project))} (found {printable(str(outside))}); handlers are only "
             "loaded from inside it"
         )
-    if relative.suffix == ".js":
-        raise HandlerError(
-            f"{path}: handler: {descriptor.handler!r} is JavaScript, which is not supported yet; "
-            f"write {relative.with_suffix('.py').name} beside it (onOpen, onMessage, onError, "
-            "onClose keep their names)"
-        )
-    tried = [folder.joinpath(*names[-1].parts) for folder in roots]
+    tried = [folder.joinpath(*names[-1 if named else 0].parts) for folder in roots]
     shown = ", ".join(printable(str(p)) for p in tried if p.is_relative_to(project))
+    if relative.suffix in javascript:
+        raise HandlerError(
+            f"{path}: handler: {descriptor.handler!r} does not exist (looked for {shown})"
+        )
+    if not named:
+        shown += ", and for each with .js, .mjs, .cjs and .ts instead of .py"
     raise HandlerError(f"{path}: handler: {descriptor.handler!r} not found (looked for {shown})")
 
 
-def load_project(path: str | Path, *, run_handlers: bool = True) -> list[LoadedEndpoint]:
+def load_project(
+    path: str | Path, *, run_handlers: bool = True, strict: bool = False
+) -> list[LoadedEndpoint]:
     """Read, validate and load every descriptor under ``path``; raise ProjectError listing all problems.
 
     ``run_handlers=False`` checks the handler modules without running them
-    (``Handlers.from_file(path, run=False)``): nothing of the project executes.
+    (``Handlers.from_file(path, run=False)``): nothing of the project executes. ``strict=True``
+    checks descriptors against the schema as written (see ``Descriptor.from_json``). Every
+    problem starts with its descriptor's project path (see ``project_path``).
     """
     root = Path(path)
     files = find_descriptors(root)
@@ -186,26 +270,25 @@ def load_project(path: str | Path, *, run_handlers: bool = True) -> list[LoadedE
     folder = root if root.is_dir() else None
     problems: list[str] = []
     loaded: list[LoadedEndpoint] = []
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     for file in files:
         try:
-            descriptor = read_descriptor(file)
-        except DescriptorError as error:
-            problems.extend(str(error).splitlines())
+            descriptor, where = _read(file, folder, strict)
+        except ProjectError as error:
+            problems.extend(error.problems)
             continue
-        if descriptor.endpoint in seen:
-            problems.append(
-                f"{file}: endpoint: {descriptor.endpoint!r} is already defined by {seen[descriptor.endpoint]}"
-            )
+        name = descriptor.endpoint
+        if name in seen:
+            problems.append(f"{where}: endpoint: {name!r} is already defined by {seen[name]}")
             continue
-        seen[descriptor.endpoint] = file
+        seen[name] = where
         try:
             handler_path = resolve_handler(descriptor, file, folder)
             handlers = Handlers.from_file(handler_path, run=run_handlers)
         except HandlerError as error:
-            problems.append(str(error))
+            problems.extend(_in_project(where, file, error))
             continue
-        loaded.append(LoadedEndpoint(descriptor, handlers, file, handler_path))
+        loaded.append(LoadedEndpoint(_placed(descriptor, where), handlers, file, handler_path))
     if problems:
         for item in loaded:
             item.handlers.release()
@@ -220,14 +303,12 @@ def locate_endpoint(path: str | Path, root: str | Path | None = None) -> tuple[D
     that folder is loaded); raise ProjectError listing the file's problems.
     """
     file = Path(path)
+    folder = None if root is None else Path(root)
+    descriptor, where = _read(file, folder)
     try:
-        descriptor = read_descriptor(file)
-    except DescriptorError as error:
-        raise ProjectError(str(error).splitlines()) from error
-    try:
-        return descriptor, resolve_handler(descriptor, file, None if root is None else Path(root))
+        return _placed(descriptor, where), resolve_handler(descriptor, file, folder)
     except HandlerError as error:
-        raise ProjectError([str(error)]) from error
+        raise ProjectError(_in_project(where, file, error)) from error
 
 
 def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEndpoint:
@@ -240,7 +321,7 @@ def load_endpoint(path: str | Path, root: str | Path | None = None) -> LoadedEnd
     try:
         handlers = Handlers.from_file(handler_path)
     except HandlerError as error:
-        raise ProjectError([str(error)]) from error
+        raise ProjectError(_in_project(descriptor.location, Path(path), error)) from error
     return LoadedEndpoint(descriptor, handlers, Path(path), handler_path)
 
 
@@ -379,7 +460,10 @@ def export_endpoint(
     name = descriptor.endpoint
     project = directory.resolve().name
     exported = descriptor.replace(
-        location=f"/{project}/{name}{SUFFIX}", handler=f"{project}/{name}.py"
+        location=f"/{project}/{name}{SUFFIX}",
+        handler=f"{project}/{name}.py",
+        declared_location="",
+        warnings=(),
     )
     _write_atomically(directory / f"{name}.py", source if source.endswith("\n") else source + "\n")
     target = directory / f"{name}{SUFFIX}"

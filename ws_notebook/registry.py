@@ -5,7 +5,9 @@ and descriptor in place, so connections that are already open carry on and get t
 handlers' events from then on. It also runs the handlers, and is where a handler that raises
 is caught, logged and reported to ``on_error`` without disturbing anything else. While a
 handler runs, ``output.running`` names its client, so that what it prints goes to the endpoint's
-log and output target (see :mod:`ws_notebook.output`).
+log and output target (see :mod:`ws_notebook.output`), and :func:`context` tells the handler
+which event it runs for, with codbex's names (``getMethod()``, ``getMessage()``, ...). What
+``on_message`` returns is sent back to its client, as the platform sends ``onMessage``'s reply.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from .connection import Client, ConnectionClosed, encode
@@ -23,16 +26,102 @@ from .events import Event, EventLog
 from .handlers import EVENT_NAMES, Handlers
 from .output import Target, running
 
-__all__ = ["DEFAULT_LOG_CAPACITY", "Endpoint", "Mounted", "Registry", "UnknownEndpoint"]
+__all__ = [
+    "DEFAULT_LOG_CAPACITY",
+    "Endpoint",
+    "EventContext",
+    "Mounted",
+    "Registry",
+    "UnknownEndpoint",
+    "context",
+]
 
 logger = logging.getLogger("ws_notebook")
 
 DEFAULT_LOG_CAPACITY = 1000
 GOING_AWAY = 1001
+# Paths at the root of the server that are not endpoints, so an endpoint of that name is not
+# reachable by the short form /NAME: the endpoint list, the health check, the platform's REST
+# prefix, and the SockJS paths (STOMP, and the older /js) kept for them.
+RESERVED_PATHS = ("websockets", "healthz", "services", "stomp", "js")
 # What a handler may raise that is not its own error: the task running it is being cancelled.
 _PROPAGATE = (asyncio.CancelledError, GeneratorExit)
 
 Subscriber = Callable[["Endpoint", Event], None]
+
+# The event the running handler was called for, and its arguments: set and reset around every
+# handler call (and in the task awaiting an async one), as ``output.running`` is.
+_event: ContextVar[tuple[str, tuple] | None] = ContextVar("ws_notebook_event", default=None)
+# codbex's names of the events, as getMethod() gives them.
+METHODS = {"open": "onopen", "message": "onmessage", "error": "onerror", "close": "onclose"}
+
+
+class EventContext:
+    """The event a handler runs for, as codbex's ``websockets`` module tells it.
+
+    ``getMethod()`` is ``"onopen"``, ``"onmessage"``, ``"onerror"`` or ``"onclose"``;
+    ``getMessage()`` the message (in ``on_message``), ``getError()`` the exception (in
+    ``on_error``), else None; ``isOnOpen()`` and friends say which. ``client`` is the client
+    the event is about. Outside a handler every answer is None or False. Each method also has
+    its Python name (``get_method``, ``is_on_open``, ...).
+    """
+
+    __slots__ = ("_args", "_event")
+
+    def __init__(self, event: str | None = None, args: tuple = ()) -> None:
+        self._event = event
+        self._args = args
+
+    def __repr__(self) -> str:
+        return f"<EventContext {self.getMethod()}>"
+
+    @property
+    def client(self) -> Client | None:
+        return self._args[-1] if self._args else None
+
+    def getMethod(self) -> str | None:
+        return METHODS.get(self._event) if self._event is not None else None
+
+    def getMessage(self) -> str | bytes | None:
+        return self._args[0] if self._event == "message" else None
+
+    def getError(self) -> BaseException | None:
+        return self._args[0] if self._event == "error" else None
+
+    def isOnOpen(self) -> bool:
+        return self._event == "open"
+
+    def isOnMessage(self) -> bool:
+        return self._event == "message"
+
+    def isOnError(self) -> bool:
+        return self._event == "error"
+
+    def isOnClose(self) -> bool:
+        return self._event == "close"
+
+    get_method = getMethod
+    get_message = getMessage
+    get_error = getError
+    is_on_open = isOnOpen
+    is_on_message = isOnMessage
+    is_on_error = isOnError
+    is_on_close = isOnClose
+
+
+def context() -> EventContext:
+    """The event the running handler was called for (codbex: ``websockets.getMethod()``, ...);
+    outside a handler, a context of no event."""
+    current = _event.get()
+    return EventContext() if current is None else EventContext(*current)
+
+
+def _reply(value: Any, client: Client) -> None:
+    """Send what ``on_message`` returned to its client, as the platform sends a reply."""
+    try:
+        client.send(value)
+    except TypeError as error:
+        raise TypeError(f"the value it returned cannot be sent back: {error}") from error
 
 
 class UnknownEndpoint(KeyError):
@@ -159,33 +248,48 @@ class Endpoint:
     # --- running handlers ----------------------------------------------------------------
 
     def _run(self, event: str, handler: Any, args: tuple, client: Client) -> Any:
-        """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await."""
+        """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await.
+
+        What ``on_message`` returns (but None) is sent to its client; a value that cannot be
+        sent is that handler's error.
+        """
         token = running.set(client)  # the error report too goes where the handler's prints go
+        current = _event.set((event, args))
         try:
             result = handler(*args)
+            if result is None:
+                return None
+            if hasattr(result, "__await__"):
+                return self._finish(event, result, client, args)
+            if event == "message":
+                _reply(result, client)
+            return None
         except _PROPAGATE:
             raise
         except BaseException as error:
             return self._failed(event, error, client)  # an async on_error, for Tornado to await
         finally:
+            _event.reset(current)
             running.reset(token)
-        if result is None or not hasattr(result, "__await__"):
-            return None
-        return self._finish(event, result, client)
 
-    async def _finish(self, event: str, pending: Any, client: Client) -> None:
+    async def _finish(self, event: str, pending: Any, client: Client, args: tuple) -> None:
         # Set here, in the task that awaits the handler: Tornado makes its task after _run
-        # returned, in a context without the variable; on_open is awaited in the connection's
-        # own task, which must not keep it.
+        # returned, in a context without the variables; on_open is awaited in the connection's
+        # own task, which must not keep them.
         token = running.set(client)
+        current = _event.set((event, args))
         try:
-            await pending
+            result = await pending
+            if result is not None and event == "message":
+                _reply(result, client)
         except _PROPAGATE:
             raise
         except BaseException as error:
             await self._failed_async(event, error, client)
         finally:
             # ValueError: the garbage collector closed the coroutine unfinished, from elsewhere.
+            with contextlib.suppress(ValueError):
+                _event.reset(current)
             with contextlib.suppress(ValueError):
                 running.reset(token)
 
@@ -251,6 +355,13 @@ class Registry:
     ) -> Mounted:
         """Mount an endpoint, or swap the handlers of the one already mounted under that name."""
         check_endpoint_name(descriptor.endpoint)
+        if descriptor.endpoint in RESERVED_PATHS:
+            name = descriptor.endpoint
+            logger.warning(
+                "%s",
+                f"endpoint {name!r}: /{name} is a path the server itself uses, so clients reach "
+                f"this endpoint at /websockets/service/{name} only (not by the short form /{name})",
+            )
         current = self._endpoints.get(descriptor.endpoint)
         if current is None:
             capacity = DEFAULT_LOG_CAPACITY if log_capacity is None else log_capacity

@@ -2,7 +2,10 @@
 
 In a Jupyter kernel that loop is the kernel's own, so the server serves between cells and while
 a cell awaits, with no thread and no second loop. Endpoints live at the paths codbex and Eclipse
-Dirigible 4 clients use, ``/websockets/service/NAME`` and ``/websockets/v4/service/NAME``.
+Dirigible 4 clients use, ``/websockets/service/NAME`` and ``/websockets/v4/service/NAME``, and
+at the short form the artifact's page shows, ``/NAME``, unless NAME is a path the server itself
+uses (``RESERVED_PATHS``). ``GET /websockets`` (and the platform's ``GET /services/websockets``)
+lists them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .access import AUTO, check_token, mask, new_token, refusal
 from .connection import Client
 from .listener import Listener
 from .protocol import EndpointProtocol
-from .registry import GOING_AWAY, Endpoint, Registry
+from .registry import GOING_AWAY, RESERVED_PATHS, Endpoint, Registry
 from .wire import Waiting, WireKeeper
 from .worker import EndpointThread
 
@@ -44,11 +47,14 @@ DEFAULT_HOST = "127.0.0.1"
 SERVICE_PATH = "/websockets/service/"
 V4_SERVICE_PATH = "/websockets/v4/service/"
 TRY_AGAIN_LATER = 1013
-# Where endpoints are: the name is the group (percent-encoded as in the URL).
+# Where endpoints are: the name is the group (percent-encoded as in the URL). The last is the
+# short form, /NAME, for every name but the server's own paths.
 ENDPOINT_ROUTES = (
     re.compile(r".*/websockets/v4/service/([^/]+)/?"),
     re.compile(r".*/websockets/service/([^/]+)/?"),
+    re.compile(rf"/(?!(?:{'|'.join(map(re.escape, RESERVED_PATHS))})/?$)([^/]+)/?"),
 )
+SHORT_ROUTE = ENDPOINT_ROUTES[-1]
 
 _close_tasks: set[asyncio.Future] = set()
 
@@ -174,6 +180,21 @@ class EndpointSocket(_Guarded, WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True  # decided with the token in prepare(): see check_access
 
+    def log_exception(self, kind: Any, error: Any, traceback: Any) -> None:
+        """A refused connection to a mounted endpoint (no token, a wrong one, an origin the
+        policy refuses) is an event of its log too: the panel and ``%websocket log`` show it."""
+        if isinstance(error, HTTPError) and error.status_code in (401, 403) and self.path_args:
+            endpoint = self.server.registry.find(unquote(self.path_args[-1]))
+            if endpoint is not None:
+                reason = error.log_message or self._reason
+                endpoint.log.record(
+                    "error",
+                    "-",
+                    detail=f"refused a connection from {self.request.remote_ip}: "
+                    f"{error.status_code} {reason}",
+                )
+        super().log_exception(kind, error, traceback)
+
     def get_compression_options(self) -> dict[str, Any] | None:
         return {} if self.server.limits.compression else None
 
@@ -266,8 +287,19 @@ class EndpointSocket(_Guarded, WebSocketHandler):
             task.add_done_callback(_close_tasks.discard)
 
 
+class ShortFormSocket(EndpointSocket):
+    """``/NAME``, the short form of an endpoint's URL: WebSocket requests only; anything else
+    there is not found, as it was before this form existed."""
+
+    def prepare(self) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise HTTPError(404, _nothing_at(self.request.path))
+        super().prepare()
+
+
 class EndpointList(_Guarded, RequestHandler):
-    """``GET /websockets``: the mounted endpoints, their descriptors and URLs, as JSON."""
+    """``GET /websockets`` (and the platform's ``GET /services/websockets``): the mounted
+    endpoints, their descriptors and URLs, as JSON."""
 
     def initialize(self, server: Server) -> None:
         self.server = server
@@ -286,13 +318,13 @@ class Health(_TextErrors, RequestHandler):
         self.finish("ok\n")
 
 
+def _nothing_at(path: str) -> str:
+    return f"nothing at {path}: endpoints are at {SERVICE_PATH}NAME (GET /websockets lists them)"
+
+
 class NotFound(_TextErrors, RequestHandler):
     def prepare(self) -> None:
-        raise HTTPError(
-            404,
-            f"nothing at {self.request.path}: endpoints are at {SERVICE_PATH}NAME "
-            "(GET /websockets lists them)",
-        )
+        raise HTTPError(404, _nothing_at(self.request.path))
 
 
 class Server:
@@ -435,13 +467,24 @@ class Server:
         return "wss" if self.ssl_context is not None else "ws"
 
     def application(self) -> Application:
+        from .stomp_endpoints import routes as stomp_routes  # SockJS + STOMP at /stomp and /js
+
         route = {"server": self}
         limits = self.limits
         return Application(
             [
-                *((pattern.pattern, EndpointSocket, route) for pattern in ENDPOINT_ROUTES),
+                *stomp_routes(self),
                 (r"/websockets/?", EndpointList, route),
+                (r"/services/websockets/?", EndpointList, route),
                 (r"/healthz", Health),
+                *(
+                    (
+                        pattern.pattern,
+                        ShortFormSocket if pattern is SHORT_ROUTE else EndpointSocket,
+                        route,
+                    )
+                    for pattern in ENDPOINT_ROUTES
+                ),
             ],
             default_handler_class=NotFound,
             websocket_max_message_size=limits.max_message_size,
@@ -620,19 +663,31 @@ class Server:
         """The path a browser uses through jupyter-server-proxy, on the Jupyter page's own host."""
         return f"{base_url.rstrip('/')}/proxy/{self.port}{SERVICE_PATH}{name}"
 
+    def short_url(self, name: str) -> str | None:
+        """``ws://HOST:PORT/NAME``, the short form; None for a name the server's own paths take."""
+        if name in RESERVED_PATHS:
+            return None
+        return self.url(name).replace(SERVICE_PATH, "/")
+
     def describe(self) -> list[dict[str, Any]]:
-        """The endpoints as ``GET /websockets`` lists them."""
-        return [
-            {
+        """The endpoints as ``GET /websockets`` lists them: the descriptor as the platform writes
+        it (``location``: where the file is in its project; ``declared_location``: what the file
+        itself said, when that differs)."""
+        described = []
+        for endpoint in self.registry:
+            entry = {
                 "endpoint": endpoint.name,
                 "url": self.url(endpoint.name),
                 "v4_url": self.url(endpoint.name).replace(SERVICE_PATH, V4_SERVICE_PATH),
+                "short_url": self.short_url(endpoint.name),
                 "clients": len(endpoint.clients),
                 "handlers": endpoint.handlers.defined,
                 "descriptor": endpoint.descriptor.to_json(),
             }
-            for endpoint in self.registry
-        ]
+            if endpoint.descriptor.declared_location:
+                entry["declared_location"] = endpoint.descriptor.declared_location
+            described.append(entry)
+        return described
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:

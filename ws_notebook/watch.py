@@ -37,10 +37,12 @@ from .handlers import HandlerError, Handlers
 from .project import (
     LoadedEndpoint,
     ProjectError,
+    _in_project,
     find_descriptors,
     load_endpoint,
     load_project,
     locate_endpoint,
+    project_path,
 )
 from .registry import Registry
 
@@ -228,7 +230,7 @@ class ProjectWatcher:
         except ProjectError as error:
             return error.problems
         except Exception as error:  # an unexpected failure must not end the watching
-            return [f"{file}: {type(error).__name__}: {error}"]
+            return [f"{project_path(file, self._folder)}: {type(error).__name__}: {error}"]
 
     async def _load_off_loop(self, file: Path) -> _Outcome | None:
         """Load ``file``, its handler module in a thread; None if its last load still runs.
@@ -278,14 +280,15 @@ class ProjectWatcher:
         except asyncio.TimeoutError:
             self._stuck[file] = (before, thread)
             return [
-                f"{handler_path}: did not finish loading in {self.load_timeout:g} s; its code "
+                f"{descriptor.location}: {handler_path}: did not finish loading in "
+                f"{self.load_timeout:g} s; its code "
                 "keeps running in a background thread, which Python cannot stop (the server "
                 "goes on serving); it is loaded again when the file changes"
             ]
         except HandlerError as error:
-            return [str(error)]
+            return _in_project(descriptor.location, file, error)
         except Exception as error:
-            return [f"{file}: {type(error).__name__}: {error}"]
+            return [f"{descriptor.location}: {type(error).__name__}: {error}"]
         return LoadedEndpoint(descriptor, handlers, file, handler_path)
 
     def _settle(self, file: Path, outcome: _Outcome) -> list[WatchEvent]:
@@ -298,7 +301,10 @@ class ProjectWatcher:
         for other, item in self._served.items():
             if other != file and item.descriptor.endpoint == name:
                 loaded.handlers.release()
-                problem = f"{file}: endpoint: {name!r} is already defined by {other}"
+                problem = (
+                    f"{loaded.descriptor.location}: endpoint: {name!r} is already defined by "
+                    f"{item.descriptor.location}"
+                )
                 return self._failed(file, current, [problem])
         events = []
         if current is not None and current.descriptor.endpoint != name:
@@ -309,7 +315,7 @@ class ProjectWatcher:
         except Exception as error:
             loaded.handlers.release()
             return events + self._failed(
-                file, current, [f"{file}: {type(error).__name__}: {error}"]
+                file, current, [f"{loaded.descriptor.location}: {type(error).__name__}: {error}"]
             )
         if current is not None:
             current.handlers.release()  # replaced: its helper modules can go
@@ -318,13 +324,15 @@ class ProjectWatcher:
         self._stuck.pop(file, None)
         note = "fixed; " if self._reported.pop(file, None) is not None else ""
         handlers = ", ".join(loaded.handlers.defined) or "none"
+        where = loaded.descriptor.location  # its path in the project, as problems name it
         if mounted.replaced is None:
-            kind, what = "mounted", f"mounted from {file} ({note}handlers: {handlers})"
+            kind, what = "mounted", f"mounted from {where} ({note}handlers: {handlers})"
         else:
             kept = len(mounted.endpoint.clients)
             kind = "reloaded"
-            what = f"reloaded from {file} ({note}handlers: {handlers}; {kept} connections kept)"
-        warnings = tuple(f"{loaded.handler_path}: {w}" for w in loaded.handlers.warnings)
+            what = f"reloaded from {where} ({note}handlers: {handlers}; {kept} connections kept)"
+        warnings = tuple(f"{loaded.descriptor.location}: {w}" for w in loaded.descriptor.warnings)
+        warnings += tuple(f"{loaded.handler_path}: {w}" for w in loaded.handlers.warnings)
         return [*events, WatchEvent(kind, file, name, f"{name}: {what}", warnings=warnings)]
 
     def _recovered(self, file: Path, current: LoadedEndpoint) -> list[WatchEvent]:
@@ -332,7 +340,7 @@ class ProjectWatcher:
         if self._reported.pop(file, None) is None:
             return []
         name = current.descriptor.endpoint
-        message = f"{name}: {file} is back to the version being served"
+        message = f"{name}: {current.descriptor.location} is back to the version being served"
         return [WatchEvent("recovered", file, name, message)]
 
     def _failed(
@@ -344,10 +352,11 @@ class ProjectWatcher:
         self._reported[file] = found
         if current is not None:
             name: str | None = current.descriptor.endpoint
-            outcome = f"{name}: {file} is broken; the last good version keeps serving"
+            where = current.descriptor.location
+            outcome = f"{name}: {where} is broken; the last good version keeps serving"
         else:
             name = None
-            outcome = f"{file}: not mounted until it is fixed"
+            outcome = f"{project_path(file, self._folder)}: not mounted until it is fixed"
         return [WatchEvent("error", file, name, outcome, found)]
 
     def _remove(self, file: Path, why: str) -> WatchEvent:
