@@ -22,6 +22,8 @@ EXPECTED = {
         "Hello c",
         "my-websocket received: hello codbex",
         "'most_common': [['to', 2], ['be', 2], ['or', 1]]",
+        "Hello from WebSocket! [hello from the notebook]",
+        "sent hello from the notebook",
         "bad.websocket: endpoint: 'my ws' is not a valid endpoint name",
         '"handler": "exported-project/shout.py"',
         "EXPORTED AND BACK",

@@ -19,7 +19,7 @@ from typing import Any
 
 from .connection import Client
 from .descriptor import Descriptor
-from .handlers import Handlers
+from .handlers import HandlerError, Handlers
 from .project import export_endpoint, load_project
 from .registry import Endpoint, EventContext, Mounted, UnknownEndpoint, context
 from .server import Limits, Server, ServerError
@@ -377,8 +377,18 @@ def export(name: str, directory: str | Path) -> Path:
     """Write a mounted endpoint as ``DIR/NAME.websocket`` plus its handler module.
 
     An endpoint defined in a cell takes the notebook's imports and constants its handlers use
-    along (see ``export_endpoint``).
+    along (see ``export_endpoint``). A JavaScript one (``%%websocket NAME --js``, or a ``.js``
+    file that imports no modules beside it) is written as it is, to ``DIR/NAME.js``.
     """
     found = _endpoint(name)
     handlers = found.handlers
+    if getattr(handlers, "language", "python") == "javascript":
+        if handlers.local_files:
+            raise HandlerError(
+                f"cannot export {name!r}: its JavaScript handler imports modules beside it "
+                f"({', '.join(str(p) for p in handlers.local_files)}); copy its project folder "
+                "instead"
+            )
+        source = getattr(handlers, "javascript_source", None)
+        return export_endpoint(found.descriptor, source, directory, suffix=".js")
     return export_endpoint(found.descriptor, handlers.source, directory, handlers.notebook)

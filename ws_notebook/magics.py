@@ -51,6 +51,11 @@ cell's state stays with them. A top-level assignment you did not change (names =
 value it holds, so what on_open stored for a client is still there; an assignment you edited
 takes its new value; functions, classes and imports are always the new ones. The output names
 the values kept. --reset runs the cell afresh instead (connections still stay open).
+
+With --js the cell is JavaScript, a codbex handler module as deployed (export function
+onMessage(message, from), or exports.onMessage = ...; import/require "sdk/net"), run in V8:
+what onMessage returns is the reply, console.log prints under the cell. A re-run replaces the
+handlers in place too, with the module run afresh (open connections stay open).
 """
 
 _CELL_EPILOG = """\
@@ -93,6 +98,12 @@ def _cell_parser() -> MagicArgumentParser:
         action="store_true",
         help="run the handlers on a thread of their own, so they answer while a cell computes; "
         "they then run beside your code: guard what both change with a lock",
+    )
+    parser.add_argument(
+        "--js",
+        action="store_true",
+        help="the cell is JavaScript: a codbex handler module (export function "
+        "onMessage(message, from) or exports.onMessage = ...), run in V8",
     )
     return parser
 
@@ -167,7 +178,8 @@ def _line_parser() -> MagicArgumentParser:
     export = command(
         "export",
         "write NAME as DIR/NAME.websocket and its handler module DIR/NAME.py, with the "
-        "notebook's imports and constants its handlers use",
+        "notebook's imports and constants its handlers use (DIR/NAME.js, the cell as it is, "
+        "for a --js endpoint)",
     )
     export.add_argument("name")
     export.add_argument("directory")
@@ -247,6 +259,23 @@ def _shown(error: Exception) -> str:
     return f"{error}\n    {code}\n    {' ' * max(start, 0)}{'^' * max(width, 1)}"
 
 
+def _javascript_cell(cell: str, filename: str) -> Handlers:
+    """A ``--js`` cell's handlers; an error naming a line of the cell (``FILENAME:LINE: ...``,
+    as V8 and the import checks report it) shows that line under it, as a Python cell's
+    syntax error does."""
+    from . import javascript  # V8 is started only for JavaScript
+
+    try:
+        return javascript.from_source(cell, filename)
+    except HandlerError as error:
+        text = str(error)
+        number = text[len(filename) + 1 :].split(":", 1)[0] if text.startswith(filename) else ""
+        lines = cell.splitlines()
+        if not number.isdigit() or not 1 <= int(number) <= len(lines):
+            raise
+        raise HandlerError(f"{text}\n    {lines[int(number) - 1].strip()}") from None
+
+
 @magics_class
 class WebSocketMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -274,6 +303,10 @@ class WebSocketMagics(Magics):
     def _run_cell(self, args: Any, cell: str, where: str, filename: str) -> Handlers:
         """The cell's handlers; a re-run keeps the values the cell's unchanged assignments hold
         (unless ``--reset``), because the connections kept open rely on them."""
+        if args.js:  # the module runs afresh: V8 keeps no values across runs
+            handlers = _javascript_cell(cell, filename)
+            self._executed[where] = self.shell.execution_count - 1
+            return handlers
         current = api.default_server().registry.find(args.name)
         previous = None if args.reset or current is None else current.handlers
         handlers = Handlers.from_source(cell, filename, self.shell.user_ns, previous)
@@ -314,10 +347,14 @@ class WebSocketMagics(Magics):
             description=args.description,
             created_by=args.created_by,
         )
-        server = api.start(args.host, args.port)  # first: a busy port must not leave it mounted
-        mounted = api.mount(
-            descriptor, handlers, log_capacity=args.log_capacity, thread=args.thread
-        )
+        try:
+            server = api.start(args.host, args.port)  # first: a busy port must not mount it
+            mounted = api.mount(
+                descriptor, handlers, log_capacity=args.log_capacity, thread=args.thread
+            )
+        except BaseException:
+            handlers.release()  # a --js cell's V8 context, which nothing else would free
+            raise
         mounted.endpoint.output = _cell_output(self.shell)  # this cell, even once others ran
         url = server.url(args.name)
         defined = ", ".join(handlers.defined) or "none: only broadcast will reach clients"
@@ -494,7 +531,9 @@ class WebSocketMagics(Magics):
 
     def _export(self, args: Any) -> None:
         path = api.export(args.name, args.directory)
-        print(f"{args.name}: wrote {path} and {path.with_suffix('.py')}")
+        handler = api.endpoint(args.name).handlers
+        suffix = ".js" if getattr(handler, "language", "") == "javascript" else ".py"
+        print(f"{args.name}: wrote {path} and {path.with_suffix(suffix)}")
 
 
 _CONNECT = f"\nClients connect to ws://HOST:PORT{SERVICE_PATH}NAME (or {V4_SERVICE_PATH}NAME).\n"

@@ -437,6 +437,8 @@ def export_endpoint(
     source: str | None,
     directory: str | Path,
     notebook: Mapping[str, Any] | None = None,
+    *,
+    suffix: str = ".py",
 ) -> Path:
     """Write ``DIR/NAME.websocket`` and its handler ``DIR/NAME.py``; return the descriptor's path.
 
@@ -444,6 +446,10 @@ def export_endpoint(
     read ``/DIR/NAME.websocket`` and ``DIR/NAME.py`` as the platform writes them. ``notebook``
     (the globals a cell's handlers fall back to) adds the notebook's imports and constants the
     code reads at the top of the module (see ``notebook_prelude``), so it runs on its own.
+
+    ``suffix=".js"`` writes a JavaScript handler (a ``%%websocket --js`` cell) as it is, to
+    ``DIR/NAME.js``; a ``DIR/NAME.py`` already there is refused, as loading would serve it
+    instead (see ``resolve_handler``).
     """
     if source is None:
         raise HandlerError(
@@ -456,16 +462,23 @@ def export_endpoint(
         except HandlerError as error:
             raise HandlerError(f"cannot export {descriptor.endpoint!r}: {error}") from None
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     name = descriptor.endpoint
+    if suffix != ".py" and (directory / f"{name}.py").exists():
+        raise HandlerError(
+            f"cannot export {name!r} to {directory}: {directory / f'{name}.py'} is there, and "
+            f"loading the folder would serve it instead of {name}{suffix} (a Python module "
+            "beside a .js handler wins); remove it or export to another folder"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
     project = directory.resolve().name
     exported = descriptor.replace(
         location=f"/{project}/{name}{SUFFIX}",
-        handler=f"{project}/{name}.py",
+        handler=f"{project}/{name}{suffix}",
         declared_location="",
         warnings=(),
     )
-    _write_atomically(directory / f"{name}.py", source if source.endswith("\n") else source + "\n")
+    handler = directory / f"{name}{suffix}"
+    _write_atomically(handler, source if source.endswith("\n") else source + "\n")
     target = directory / f"{name}{SUFFIX}"
     _write_atomically(target, json.dumps(exported.to_json(), indent=2) + "\n")
     return target
