@@ -473,29 +473,10 @@ def _log_to_stderr(verbose: bool, before: Callable[[], None] | None = None) -> A
     handler = _Handler(sys.stderr, before)
     handler.setFormatter(_Formatter())
     handler.addFilter(_Quiet(verbose))
-    changed: list[tuple[logging.Logger, int, bool]] = []
     # Tornado logs a refused request (tornado.general) with its URL, query string and all; the
-    # formatter drops query strings. tornado.access: 5xx only (4xx would say it all twice).
-    # Configured even when quiet: left alone, logging's last resort would print them as they are.
-    for name, level in (
-        ("ws_notebook", logging.INFO),
-        ("tornado.access", logging.ERROR),
-        ("tornado.application", logging.WARNING),
-        ("tornado.general", logging.WARNING),
-    ):
-        log = logging.getLogger(name)
-        changed.append((log, log.level, log.propagate))
-        log.addHandler(handler)
-        log.setLevel(level)
-        log.propagate = False
-
-    def restore() -> None:
-        for log, level, propagate in changed:
-            log.removeHandler(handler)
-            log.setLevel(level)
-            log.propagate = propagate
-
-    return restore
+    # formatter drops query strings. Configured even when quiet: left alone, logging's last
+    # resort would print them as they are.
+    return output.send_logs_to(handler, {"ws_notebook": logging.INFO, **output.TORNADO_LEVELS})
 
 
 def _printable(text: str) -> str:

@@ -586,13 +586,6 @@ def _cell_output(shell: Any) -> output.Target | None:
 # 404 for an unknown path, a missing token) is not the notebook's business: a refusal naming a
 # mounted endpoint is an event of its log, and the lines go to the kernel's own stderr, the
 # terminal running Jupyter, as Jupyter's server logs its requests.
-_TORNADO_LEVELS = {
-    "tornado.access": logging.ERROR,  # 5xx only: a 4xx has its line in tornado.general
-    "tornado.general": logging.WARNING,
-    "tornado.application": logging.WARNING,
-}
-
-
 def _terminal(stream: Any) -> Any:
     """The kernel process's own stderr, the terminal running Jupyter, not the notebook.
 
@@ -613,19 +606,10 @@ def _route_tornado_logs(stream: Any) -> Any:
         logging.StreamHandler(terminal) if terminal is not None else logging.NullHandler()
     )
     handler.setFormatter(logging.Formatter("[ws_notebook %(name)s] %(levelname)s %(message)s"))
-    changed = []
-    for name, level in _TORNADO_LEVELS.items():
-        log = logging.getLogger(name)
-        changed.append((log, log.level, log.propagate))
-        log.addHandler(handler)
-        log.setLevel(level)
-        log.propagate = False
+    undo = output.send_logs_to(handler, output.TORNADO_LEVELS)
 
     def restore() -> None:
-        for log, level, propagate in changed:
-            log.removeHandler(handler)
-            log.setLevel(level)
-            log.propagate = propagate
+        undo()
         if terminal is not None and terminal is not sys.__stderr__:
             terminal.close()
 

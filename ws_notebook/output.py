@@ -11,6 +11,7 @@ nothing of IPython; a target is any ``(stream name, text)`` callable.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -126,3 +127,31 @@ def install(echo: bool = True) -> Routing:
     )
     sys.stdout, sys.stderr = routing.stdout, routing.stderr
     return routing
+
+
+# Tornado's loggers, as ws_notebook shows them: tornado.access for 5xx only (a 4xx has its line
+# in tornado.general, with the reason).
+TORNADO_LEVELS = {
+    "tornado.access": logging.ERROR,
+    "tornado.general": logging.WARNING,
+    "tornado.application": logging.WARNING,
+}
+
+
+def send_logs_to(handler: logging.Handler, levels: dict[str, int]) -> Callable[[], None]:
+    """Send these loggers' lines (at these levels) to ``handler`` alone; returns an undo."""
+    changed: list[tuple[logging.Logger, int, bool]] = []
+    for name, level in levels.items():
+        log = logging.getLogger(name)
+        changed.append((log, log.level, log.propagate))
+        log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = False
+
+    def restore() -> None:
+        for log, level, propagate in changed:
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
+
+    return restore
