@@ -9,6 +9,7 @@ other tests (a Binder-like one with a ``base_url`` and jupyter-server-proxy) can
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -225,6 +227,30 @@ def chromium_page(
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+@contextmanager
+def loopback_page(html: bytes) -> Iterator[str]:
+    """Serve ``html`` at an ``http://127.0.0.1`` URL (yielded): a page from a loopback origin
+    may open ``ws://127.0.0.1`` in Chromium, which ``about:blank`` may not."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def open_notebook(page: Page, server: JupyterServer, path: str, timeout: float = 60) -> None:

@@ -7,16 +7,14 @@ a loopback ``http://`` origin, from which Chromium may open ``ws://127.0.0.1``.
 
 from __future__ import annotations
 
-import http.server
 import queue
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from .conftest import Kernel, start_kernel
-from .jupyter_server import chromium_page, needs_chromium
+from .jupyter_server import chromium_page, loopback_page, needs_chromium
 
 pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 
@@ -34,24 +32,10 @@ window.open_socket = (url, name) => {
 </script>"""
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with loopback_page(PAGE) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ and Chromium) and by ``%websocket load`` in a real kernel.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import re
 import shutil
@@ -34,7 +33,7 @@ from ws_notebook.handlers import HandlerError, Handlers
 from ws_notebook.project import ProjectError, load_project, resolve_handler
 
 from .conftest import Kernel
-from .jupyter_server import chromium_page, needs_chromium
+from .jupyter_server import chromium_page, loopback_page, needs_chromium
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -545,33 +544,17 @@ window.talk = (url, name, message) => {
 </script>"""
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @needs_chromium
 def test_chromium_talks_to_the_served_project(serving: Served) -> None:
-    pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    threading.Thread(target=pages.serve_forever, daemon=True).start()
-    try:
-        with chromium_page() as page:
-            page.goto(f"http://127.0.0.1:{pages.server_address[1]}/")
-            page.evaluate("url => talk(url, 'test', 'from chromium')", serving.url("test"))
-            page.evaluate("url => talk(url, 'checks', 'context')", serving.url("checks"))
-            page.wait_for_function("events.length == 2", timeout=WAIT * 1000)
-            assert sorted(page.evaluate("events")) == [
-                ["checks", 'method="onmessage" message="context" flags=[false,true,false,false]'],
-                ["test", GREETING.format("from chromium")],
-            ]
-    finally:
-        pages.shutdown()
+    with loopback_page(PAGE) as page_url, chromium_page() as page:
+        page.goto(page_url)
+        page.evaluate("url => talk(url, 'test', 'from chromium')", serving.url("test"))
+        page.evaluate("url => talk(url, 'checks', 'context')", serving.url("checks"))
+        page.wait_for_function("events.length == 2", timeout=WAIT * 1000)
+        assert sorted(page.evaluate("events")) == [
+            ["checks", 'method="onmessage" message="context" flags=[false,true,false,false]'],
+            ["test", GREETING.format("from chromium")],
+        ]
 
 
 # --- a real kernel ------------------------------------------------------------------------------
