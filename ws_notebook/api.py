@@ -61,6 +61,7 @@ __all__ = [
 _server: Server | None = None
 _watchers: dict[Path, ProjectWatcher] = {}
 _stop_at_exit_registered = False
+_background: set[Any] = set()
 # Endpoints unmounted on purpose, by name: what stopped them and how to serve them again, so
 # that using one afterwards says so rather than that no such endpoint exists.
 _stopped: dict[str, str] = {}
@@ -94,8 +95,14 @@ def start(
     token: str | None = None,
     limits: Limits | None = None,
     allowed_origins: Iterable[str] | None = None,
+    broker: str | None = None,
 ) -> Server:
     """Start the server if it is not running, with these settings for a stopped one.
+
+    ``broker="redis://HOST:PORT/DB"`` joins the deployment sharing that Redis (see
+    ``ws_notebook.broker``): broadcasts, sends to client ids and client lists then span every
+    worker, ``ws-notebook serve --broker`` processes included. Joining happens in the
+    background; an unreachable Redis is logged and retried.
 
     Settings not passed keep the values they had (a token given once stays across a stop and
     start). A running server is left as it is; asking it for another address or other settings
@@ -126,7 +133,26 @@ def start(
         # frames are written straight to the sockets, with no loop needed.
         atexit.register(stop)
         _stop_at_exit_registered = True
+    if broker is not None:
+        _join(server, broker)
     return server
+
+
+def _join(server: Server, url: str) -> None:
+    """Join the broker at ``url`` (once: a server already on a broker keeps it)."""
+    import asyncio
+
+    from .broker import Broker
+
+    if server.registry.bus is not None:
+        if server.registry.bus.url != url:
+            raise ServerError(f"the server is already on broker {server.registry.bus.url}")
+        return
+    bus = Broker(url, server)
+    bus.attach()  # at once, so that broadcasts made right away are published
+    task = asyncio.get_running_loop().create_task(bus.start())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def mount(
@@ -289,14 +315,25 @@ def proxy_path(name: str) -> str:
 
 def clients(endpoint: str | None = None) -> list[Client]:
     """Open clients of one endpoint, or of all endpoints."""
+    registry = default_server().registry
+    bus = registry.bus
     if endpoint is not None:
-        return list(_endpoint(endpoint).clients.values())
-    return default_server().registry.clients()
+        if bus is not None and registry.find(endpoint) is None:
+            return bus.remote_clients(endpoint)  # served by other workers only
+        found = list(_endpoint(endpoint).clients.values())
+    else:
+        found = registry.clients()
+    return found + (bus.remote_clients(endpoint) if bus is not None else [])
 
 
 def client(client_id: str) -> Client | None:
-    """The open client with that id, or None (as codbex's ``getClient``)."""
-    return default_server().registry.client(client_id)
+    """The open client with that id, or None (as codbex's ``getClient``); with a broker, a
+    client of another worker is a ``RemoteClient`` (``send`` and ``close`` work)."""
+    registry = default_server().registry
+    found = registry.client(client_id)
+    if found is None and registry.bus is not None:
+        return registry.bus.remote_client(client_id)
+    return found
 
 
 def _module_key(handler: str) -> str:
@@ -324,7 +361,16 @@ getClientByHandler = get_client_by_handler = client_by_handler
 
 
 def broadcast(endpoint: str, message: Any) -> int:
-    """Send a message to every client of an endpoint; returns how many got it."""
+    """Send a message to every client of an endpoint; returns how many got it.
+
+    With a broker, an endpoint served by other workers only (a notebook broadcasting to a
+    deployment) is reached too."""
+    bus = default_server().registry.bus
+    if bus is not None and default_server().registry.find(endpoint) is None:
+        from .connection import encode
+
+        bus.publish(endpoint, encode(message))
+        return bus.remote_count(endpoint)
     return _endpoint(endpoint).broadcast(message)
 
 

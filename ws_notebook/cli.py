@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -45,6 +46,9 @@ from .project import LoadedEndpoint, ProjectError, find_descriptors, load_projec
 from .registry import Endpoint, Registry
 from .server import DEFAULT_HOST, Limits, Server, ServerError
 from .watch import ProjectWatcher
+from .workers import WORKER_ENV, WORKER_TOKEN_ENV
+
+BROKER_ENV = "WS_NOTEBOOK_BROKER"
 
 __all__ = ["main"]
 
@@ -95,6 +99,22 @@ def _parser() -> argparse.ArgumentParser:
         "repeat for more",
     )
     _limit_options(serve)
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="N worker processes sharing the port (SO_REUSEPORT); a crashed one is restarted. "
+        "More than 1 needs --broker (default: 1)",
+    )
+    serve.add_argument(
+        "--broker",
+        default=os.environ.get(BROKER_ENV) or None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB: join the workers and machines sharing this Redis, so "
+        "broadcasts, sends to a client id and client counts span them all "
+        f"(default: ${BROKER_ENV}, else none)",
+    )
     serve.add_argument(
         "--no-watch",
         dest="watch",
@@ -216,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "list":
             return _list(args)
+        if args.workers > 1:
+            return _supervise(args, sys.argv[1:] if argv is None else list(argv))
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:  # before the signal handlers were in place
         return 130
@@ -306,6 +328,34 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
 # --- serve ----------------------------------------------------------------------------------------
 
 
+def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--workers N`` (N > 1): N serve processes on one port, joined by the broker."""
+    if not args.broker:
+        print(
+            f"ws-notebook: --workers {args.workers} needs a broker (--broker redis://HOST:PORT/DB "
+            f"or ${BROKER_ENV}): without one, each worker would see only its own clients",
+            file=sys.stderr,
+        )
+        return INVALID
+    if args.port == 0:
+        print(
+            "ws-notebook: --workers needs a fixed --port (0 would give each its own)",
+            file=sys.stderr,
+        )
+        return INVALID
+    if not hasattr(socket, "SO_REUSEPORT"):
+        print("ws-notebook: --workers needs SO_REUSEPORT, which this OS lacks", file=sys.stderr)
+        return INVALID
+    from .access import AUTO, new_token
+    from .workers import supervise
+
+    token = args.token
+    if token == AUTO:
+        token = new_token()
+        print(f"token: {token}", flush=True)
+    return supervise(argv, args.workers, args.broker, args.host, args.port, token)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.exists():
@@ -324,6 +374,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print("ws-notebook: nothing was started", file=sys.stderr)
         return INVALID
     _print_warnings(loaded)
+    if os.environ.get(WORKER_TOKEN_ENV):  # a worker of --workers N: the supervisor's token
+        args.token = os.environ[WORKER_TOKEN_ENV]
     try:
         server = Server(
             registry,
@@ -338,6 +390,7 @@ async def _serve(args: argparse.Namespace) -> int:
     except ServerError as error:  # unreadable TLS files
         print(f"ws-notebook: {error}", file=sys.stderr)
         return INVALID
+    server.reuse_port = bool(os.environ.get(WORKER_ENV))  # the port is shared with the others
     api.set_default_server(server)  # handlers' ws_notebook.broadcast(...) reach these endpoints
     restore = _log_to_stderr(args.verbose, before=printer.flush)
     routing = output.install(echo=False)  # handlers' prints become events, printed as above
@@ -357,6 +410,21 @@ async def _run(
     except ServerError as error:
         logger.error("%s", error)
         return FAILED
+    bus = None
+    if args.broker:
+        from .broker import Broker, BrokerError
+
+        number = os.environ.get(WORKER_ENV)
+        try:
+            bus = Broker(args.broker, server)
+        except BrokerError as error:
+            logger.error("%s", error)
+            server.stop("server shutting down")
+            return INVALID
+        if number:
+            bus.worker_id += f" (worker {number})"
+        await bus.start()
+        logger.info("worker %s on broker %s", bus.worker_id, bus.safe_url)
     registry = server.registry
     base = server.url("").removesuffix("/websockets/service/")
     logger.info(
@@ -403,6 +471,8 @@ async def _run(
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         while registry.clients() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        if bus is not None:
+            await bus.aclose()
         printing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await printing

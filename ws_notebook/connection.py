@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "ConnectionClosed", "Frame", "encode"]
 
 _ids = itertools.count(1)
+# Set by a broker (ws_notebook.broker) so that ids are unique across the workers sharing it.
+id_suffix = ""
 POLICY_VIOLATION = 1008
 
 
@@ -169,7 +171,7 @@ class Client:
         self._loop = IOLoop.current()
         self._thread = threading.get_ident()
         request = socket.request
-        self.id = f"c{next(_ids)}"
+        self.id = f"c{next(_ids)}{id_suffix}"
         self.endpoint = endpoint.name
         self.remote_address: str = request.remote_ip or ""
         self._request_headers = request.headers  # turned into dicts when first asked for

@@ -161,6 +161,7 @@ class Endpoint:
         self.threaded = False
         # The latest messages that waited for a busy kernel: how many, how long, when it ended.
         self.last_wait: tuple[int, float, float] | None = None
+        self.bus: Any = None  # a ws_notebook.broker.Broker: broadcasts reach other workers too
 
     @property
     def name(self) -> str:
@@ -169,18 +170,23 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"<Endpoint {self.name!r} {len(self.clients)} clients, handlers {self.handlers.defined}>"
 
-    def broadcast(self, message: Any) -> int:
+    def broadcast(self, message: Any, _relay: bool = True) -> int:
         """Send a message to every open client; returns how many it was sent to.
 
         The message is encoded once, and logged once (as sent to "all N"), not once per client:
         one broadcast to 1,000 clients would otherwise push everything else out of the log.
-        From another thread, the broadcast is handed over to the server's loop.
+        From another thread, the broadcast is handed over to the server's loop. With a broker,
+        it is also published to the other workers, and the count includes their clients.
         """
         frame = encode(message)
+        remote = 0
+        if _relay and self.bus is not None:
+            self.bus.publish(self.name, frame)
+            remote = self.bus.remote_count(self.name)
         clients = list(self.clients.values())
         if clients and clients[0]._elsewhere():
-            clients[0]._loop.add_callback(self.broadcast, frame)
-            return len(clients)
+            clients[0]._loop.add_callback(self.broadcast, frame, False)
+            return len(clients) + remote
         sent = 0
         for client in clients:
             try:
@@ -190,7 +196,7 @@ class Endpoint:
             sent += 1
         if sent:
             self.log.message("out", f"all {sent}", frame.message)
-        return sent
+        return sent + remote
 
     def waited(self, client: str, messages: int, since: float, stall_ended: float) -> None:
         """Record messages of a client that waited for the kernel (a cell blocked its loop)."""
@@ -326,6 +332,7 @@ class Registry:
     def __init__(self) -> None:
         self._endpoints: dict[str, Endpoint] = {}
         self._subscribers: list[Subscriber] = []
+        self.bus: Any = None  # a ws_notebook.broker.Broker, given to every endpoint mounted
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber(endpoint, event)`` for every open, error, close and output event.
@@ -367,6 +374,7 @@ class Registry:
             capacity = DEFAULT_LOG_CAPACITY if log_capacity is None else log_capacity
             endpoint = Endpoint(descriptor, handlers, capacity)
             endpoint.threaded = threaded
+            endpoint.bus = self.bus
             self._endpoints[descriptor.endpoint] = endpoint
             self._listen(endpoint)
             return Mounted(endpoint, None)

@@ -370,6 +370,7 @@ class Server:
         self.waiting_listeners: list[Any] = []
         # The last stall: when it ended, how long it was, how many messages waited.
         self.last_stall: tuple[float, float, int] | None = None
+        self.reuse_port = False  # SO_REUSEPORT: workers of `serve --workers N` share the port
 
     def configure(
         self,
@@ -506,7 +507,7 @@ class Server:
         host = self.host if host is None else host
         port = self.port if port is None else port
         try:
-            sockets = bind_sockets(port, host)
+            sockets = bind_sockets(port, host, reuse_port=self.reuse_port)
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise ServerError(
@@ -672,8 +673,10 @@ class Server:
     def describe(self) -> list[dict[str, Any]]:
         """The endpoints as ``GET /websockets`` lists them: the descriptor as the platform writes
         it (``location``: where the file is in its project; ``declared_location``: what the file
-        itself said, when that differs)."""
+        itself said, when that differs). With a broker, ``clients`` counts every worker's clients,
+        ``local_clients`` this worker's, and ``worker`` names the worker that answered."""
         described = []
+        bus = self.registry.bus
         for endpoint in self.registry:
             entry = {
                 "endpoint": endpoint.name,
@@ -684,6 +687,10 @@ class Server:
                 "handlers": endpoint.handlers.defined,
                 "descriptor": endpoint.descriptor.to_json(),
             }
+            if bus is not None:
+                entry["local_clients"] = entry["clients"]
+                entry["clients"] += bus.remote_count(endpoint.name)
+                entry["worker"] = bus.worker_id
             if endpoint.descriptor.declared_location:
                 entry["declared_location"] = endpoint.descriptor.declared_location
             described.append(entry)

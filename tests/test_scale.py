@@ -1,0 +1,346 @@
+"""Scaling out on Redis (issue 16): ``serve --broker``, ``serve --workers N``.
+
+A real ``redis-server`` per test module (its own port and temp dir, no persistence, stopped by
+PID) and real ``ws-notebook serve`` processes; clients are real ``websockets`` connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+pytest.importorskip("redis", reason="redis-py is not installed (pip install 'ws_notebook[scale]')")
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(
+        REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
+    ),
+]
+
+WAIT = 10.0
+
+RELAY = """\
+import ws_notebook
+
+def on_open(client):
+    client.send(f"id {client.id}")
+
+def on_message(message, client):
+    command, _, rest = message.partition(" ")
+    if command == "all":
+        ws_notebook.broadcast(client.endpoint, rest)
+    elif command == "to":
+        target, _, text = rest.partition(" ")
+        found = ws_notebook.client(target)
+        client.send("sent" if found is not None else "unknown")
+        if found is not None:
+            found.send(text)
+    elif command == "count":
+        client.send(f"count {len(ws_notebook.clients(client.endpoint))}")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Redis:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.folder), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(WAIT)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "relay.py").write_text(RELAY, "utf-8")
+    descriptor = {"endpoint": "relay", "handler": "relay.py"}
+    (folder / "relay.websocket").write_text(json.dumps(descriptor), "utf-8")
+    return folder
+
+
+class Serve:
+    """A ``ws-notebook serve`` process; stderr goes to a file, read as it grows."""
+
+    def __init__(self, folder: Path, port: int, *options: str, name: str = "serve") -> None:
+        self.port = port
+        self.log = folder.parent / f"{name}-{port}.log"
+        self.command = [sys.executable, "-m", "ws_notebook", "serve", str(folder), "--no-watch",
+                        "--port", str(port), *options]  # fmt: skip
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL
+            )
+        self.wait_for(lambda: _get(self.port) is not None, "listening")
+
+    def text(self) -> str:
+        return self.log.read_text("utf-8", errors="replace")
+
+    def wait_for(self, condition, what: str, seconds: float = WAIT) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited ({self.process.returncode}):\n{self.text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"not {what} after {seconds} s:\n{self.text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _get(port: int) -> list[dict] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/websockets", timeout=1) as answer:
+            return json.load(answer)
+    except OSError:
+        return None
+
+
+def _relay(port: int) -> dict:
+    return next(entry for entry in _get(port) or [] if entry["endpoint"] == "relay")
+
+
+@pytest.fixture
+def pair(redis: Redis, project: Path) -> Iterator[tuple[Serve, Serve]]:
+    first = Serve(project, free_port(), "--broker", redis.url, name="a")
+    try:
+        second = Serve(project, free_port(), "--broker", redis.url, name="b")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def connect(port: int) -> tuple[websockets.ClientConnection, str]:
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/websockets/service/relay")
+    greeting = await asyncio.wait_for(ws.recv(), WAIT)
+    assert greeting.startswith("id ")
+    return ws, greeting[3:]
+
+
+async def until(condition, what: str, seconds: float = WAIT) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {seconds} s"
+        await asyncio.sleep(0.1)
+
+
+async def nothing_more(ws: websockets.ClientConnection, seconds: float = 0.5) -> None:
+    with pytest.raises(TimeoutError):
+        extra = await asyncio.wait_for(ws.recv(), seconds)
+        print("unexpected:", extra)
+
+
+async def test_broadcast_send_to_id_and_counts_span_workers(pair: tuple[Serve, Serve]) -> None:
+    a, b = pair
+    ws_a, id_a = await connect(a.port)
+    ws_b, id_b = await connect(b.port)
+    assert id_a != id_b  # ids are unique across workers
+    await until(lambda: _relay(a.port)["clients"] == 2 and _relay(b.port)["clients"] == 2, "2")
+    for port in (a.port, b.port):
+        entry = _relay(port)
+        assert entry["local_clients"] == 1
+    assert _relay(a.port)["worker"] != _relay(b.port)["worker"]
+
+    # A broadcast made via worker B reaches the client on A, once, and B's own client once.
+    for n in range(5):
+        await ws_b.send(f"all m{n}")
+    for ws in (ws_a, ws_b):
+        assert [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(5)] == [
+            f"m{n}" for n in range(5)
+        ]  # in order
+        await nothing_more(ws)
+
+    # Sending to a client id of another worker.
+    await ws_a.send(f"to {id_b} psst")
+    assert await asyncio.wait_for(ws_a.recv(), WAIT) == "sent"
+    assert await asyncio.wait_for(ws_b.recv(), WAIT) == "psst"
+    await ws_b.send("count")
+    assert await asyncio.wait_for(ws_b.recv(), WAIT) == "count 2"
+    await ws_a.close()
+    await until(lambda: _relay(b.port)["clients"] == 1, "1 after a close")
+    await ws_b.close()
+
+
+async def test_a_dead_workers_clients_expire(pair: tuple[Serve, Serve]) -> None:
+    a, b = pair
+    ws_a, _ = await connect(a.port)
+    clients_b = [await connect(b.port) for _ in range(3)]
+    await until(lambda: _relay(a.port)["clients"] == 4, "4 clients")
+    b.process.send_signal(signal.SIGKILL)
+    b.process.wait()
+    started = time.monotonic()
+    await until(lambda: _relay(a.port)["clients"] == 1, "B's clients expired", seconds=12)
+    assert time.monotonic() - started < 8
+    await ws_a.close()
+    for ws, _ in clients_b:
+        ws.transport.abort()
+
+
+async def test_broker_outage_is_logged_and_delivery_resumes(
+    pair: tuple[Serve, Serve], redis: Redis
+) -> None:
+    a, b = pair
+    ws_a, _ = await connect(a.port)
+    ws_b, _ = await connect(b.port)
+    await until(lambda: _relay(a.port)["clients"] == 2, "2 clients")
+    redis.stop()
+    try:
+        await asyncio.to_thread(
+            a.wait_for, lambda: "unreachable" in a.text(), "an outage logged on A"
+        )
+        for n in range(3):  # local delivery goes on
+            await ws_a.send(f"all lost{n}")
+            assert await asyncio.wait_for(ws_a.recv(), WAIT) == f"lost{n}"
+    finally:
+        redis.start()
+    await asyncio.to_thread(
+        a.wait_for, lambda: "reachable again" in a.text(), "the end of the outage logged on A"
+    )
+    await asyncio.sleep(0.3)  # the event printer's next flush
+    errors = [line for line in a.text().splitlines() if " relay - error " in line]
+    assert any("unreachable" in line for line in errors), a.text()
+    assert any(re.search(r"ended: 3 messages broadcast here", line) for line in errors), a.text()
+    # Cross-worker delivery resumes (B resubscribes within its retry delay).
+    got: list[str] = []
+    deadline = time.monotonic() + WAIT
+    while "back" not in got:
+        assert time.monotonic() < deadline, f"B got {got}"
+        await ws_a.send("all back")
+        assert await asyncio.wait_for(ws_a.recv(), WAIT) == "back"
+        with contextlib.suppress(TimeoutError):
+            got.append(await asyncio.wait_for(ws_b.recv(), 0.5))
+    assert not any(m.startswith("lost") for m in got)  # not replayed
+    await until(lambda: _relay(a.port)["clients"] == 2, "the registry rewritten")
+    await ws_a.close()
+    await ws_b.close()
+
+
+async def test_workers_share_a_port_restart_and_stop(redis: Redis, project: Path) -> None:
+    port = free_port()
+    served = Serve(project, port, "--workers", "2", "--broker", redis.url, name="workers")
+    try:
+        await asyncio.to_thread(
+            served.wait_for, lambda: served.text().count("serving 1 endpoint") == 2, "2 workers"
+        )
+        conns = [await connect(port) for _ in range(16)]
+        workers = {ident.rpartition(".")[2] for _, ident in conns}
+        assert len(workers) == 2, workers  # SO_REUSEPORT spread them over both
+        await until(lambda: _relay(port)["clients"] == 16, "16 clients from any worker")
+        await conns[0][0].send("all hello")
+        for ws, _ in conns:
+            assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
+        # A worker killed is restarted (and logged).
+        pids = [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        await asyncio.to_thread(
+            served.wait_for, lambda: "restarting it" in served.text(), "a restart logged"
+        )
+        assert "killed by SIGKILL" in served.text()
+        survivors = []
+        for ws, _ident in conns:
+            try:
+                await ws.send("count")
+                survivors.append(ws)
+            except websockets.ConnectionClosed:
+                pass
+        served.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(served.process.wait, WAIT) == 0
+        codes = set()
+        for ws in survivors:
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), WAIT)
+            codes.add(ws.close_code)
+        assert codes == {1001}, codes
+    finally:
+        served.stop()
+
+
+def test_workers_without_a_broker_is_an_error(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WS_NOTEBOOK_BROKER"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ws_notebook", "serve", str(project), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert "needs a broker" in done.stderr
