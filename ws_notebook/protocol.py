@@ -63,13 +63,16 @@ class EndpointProtocol(WebSocketProtocol13):
 
     _fragments_compressed = False  # the compressed bit of the fragmented message being read
     # For the wire keeper (ws_notebook.wire): where this protocol's first byte is in its socket's
-    # count of bytes read, and where the frame being read (or the last one) ends.
-    wire_base: int | None = None
-    frame_end = 0
+    # count of bytes read, where the frame being read (or the last one) ends, and the stream read
+    # this protocol awaits. Slots, not instance attributes: Tornado's protocol has 29 of those,
+    # and past 30 CPython stops sharing the instance dict's keys (a 1.5 KiB dict per connection,
+    # and slower attribute access on every frame).
+    __slots__ = ("wire_base", "frame_end", "pending_read")
 
     async def _receive_frame_loop(self) -> None:
         self.wire_base = getattr(self.stream.socket, "received", 0) - self.stream._read_buffer_size
         self.frame_end = self.wire_base
+        self.pending_read = None
         await super()._receive_frame_loop()
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
@@ -91,7 +94,12 @@ class EndpointProtocol(WebSocketProtocol13):
             data = stream._consume(n)
         else:
             self.handler.output_due()  # input used up: write the replies held back, then wait
-            data = await stream.read_bytes(n)
+            # Kept for the wire keeper: once the stream has taken these bytes from its buffer,
+            # this coroutine resumes only on the loop's next iteration; a cell that blocks the
+            # loop in between leaves them in this future's result alone.
+            self.pending_read = stream.read_bytes(n)
+            data = await self.pending_read
+            self.pending_read = None
         self._wire_bytes_in += n
         return data
 

@@ -304,17 +304,27 @@ class WireKeeper:
         """
         protocol, stream, wire = watched.protocol, watched.stream, watched.wire
         base = getattr(protocol, "wire_base", None)
-        if base is None or stream._read_buffer_size != wire.received - (
-            base + protocol._wire_bytes_in
-        ):
-            return False  # not reading frames yet, or caught between two steps of a read
+        if base is None:
+            return False  # not reading frames yet
         parsed = base + protocol._wire_bytes_in
+        taken = wire.received - stream._read_buffer_size  # what the stream handed out
+        # Bytes the stream handed to a read whose coroutine has not resumed yet (the loop
+        # stalled in between): they are that read's result, and come before the buffer.
+        pending = b""
+        if taken != parsed:
+            read = getattr(protocol, "pending_read", None)
+            if read is None or not read.done() or read.cancelled() or read.exception():
+                return False
+            pending = read.result()
+            if len(pending) != taken - parsed:
+                return False
         boundary = protocol.frame_end
         if boundary < parsed:  # between a frame's first bytes and its length: rare, skipped
             return False
         watched.start = watched.scan = boundary
         if boundary < wire.received:
-            watched.known = bytes(stream._read_buffer[boundary - parsed : stream._read_buffer_size])
+            unparsed = pending + bytes(stream._read_buffer[: stream._read_buffer_size])
+            watched.known = unparsed[boundary - parsed :]
         return True
 
     def _accept(self) -> None:
@@ -384,7 +394,8 @@ class WireKeeper:
                 break
             opcode, payload, end = frame
             if opcode == _PING and payload is not None:
-                self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload)
+                if not self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload):
+                    break  # the loop's output is half written: answer this ping next pass
             elif opcode == _PONG and watched.protocol is not None:
                 watched.protocol._received_pong = True  # the server's ping was answered in time
             elif opcode in (0x1, 0x2, 0x0):
@@ -402,18 +413,20 @@ class WireKeeper:
 
     @staticmethod
     def _write(watched: _Watched, frame: bytes) -> bool:
-        """Write a frame of the keeper's between two of the loop's; False if it cannot now."""
+        """Write a frame of the keeper's between two of the loop's; False: not now, the loop's
+        output is half written (try again next pass). A closing or broken connection gets
+        nothing, and counts as done."""
         wire, stream = watched.wire, watched.stream
         if wire.half_sent or wire.unsent or (stream is not None and stream.writing()):
             return False
         if watched.protocol is not None and watched.protocol.server_terminated:
-            return False
+            return True
         try:
             sent = socket.socket.send(wire, frame)
         except BlockingIOError:
             sent = 0
         except OSError:
-            return False
+            return True
         wire.unsent = frame[sent:]
         return True
 
