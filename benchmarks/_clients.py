@@ -15,7 +15,10 @@ same for each.
 Commands: ``echo_seq`` (one connection, one message at a time), ``echo_pipe`` (connections each
 keeping a window of messages in flight), ``churn`` (connect, handshake, close, repeat),
 ``bcast_connect`` / ``bcast_collect`` / ``close_all`` (the broadcast scenario's 1,000 idle
-clients and the delivery of the server's broadcasts to them).
+clients and the delivery of the server's broadcasts to them), ``busy_open`` / ``busy_join`` /
+``busy_result`` (the busy kernel scenario: clients that send numbered messages at a fixed rate
+and keep their connection alive as the ``websockets`` library does, while a cell blocks the
+kernel; see ``BusyEcho``).
 """
 
 from __future__ import annotations
@@ -475,12 +478,314 @@ async def churn(url: str, seconds: float, warmup: float, concurrency: int) -> di
     }
 
 
+# --- 6. busy kernel ------------------------------------------------------------------------------
+
+
+class BusyEcho(WS):
+    """Sends numbered messages at a fixed rate and pings as ``websockets``' keepalive does.
+
+    Every message carries ``INDEX:SEQ:``; the echoes must come back once each and in order.
+    The keepalive is the ``websockets`` library's (``ClientConnection.keepalive``): sleep
+    ``ping_interval``, send a ping, wait ``ping_timeout`` for its pong, else close with 1011
+    ("keepalive ping timeout") and drop the connection. Every time is ``time.monotonic()``,
+    which the kernel's clock shares (CLOCK_MONOTONIC), so sends and answers can be placed
+    against the blocking cell's start and end.
+    """
+
+    want_payload = True
+
+    def __init__(
+        self,
+        host: str,
+        path: str,
+        index: int,
+        size: int,
+        rate: float,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> None:
+        super().__init__(host, path)
+        self.index = index
+        self.size = size
+        self.period = 1.0 / rate
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.sent_at = array("d")  # by sequence number
+        self.answered_at = array("d")  # in the order the echoes came
+        self.answered_seq = array("l")
+        self.foreign = 0  # messages that are not an echo of ours
+        self.pongs: dict[bytes, asyncio.Future[float]] = {}
+        self.ping_rtts = array("d")
+        self.ping_sent = array("d")
+        self.dropped: str | None = None  # why the client gave up on the connection
+        self.dropped_at = 0.0
+        self.sending = False
+        self.tasks: list[asyncio.Task] = []
+        self.connect_started = 0.0
+        self.opened_at = 0.0
+
+    def start(self) -> None:
+        self.sending = True
+        self.tasks = [
+            asyncio.create_task(self._send_loop()),
+            asyncio.create_task(self._keepalive()),
+        ]
+
+    async def stop(self) -> None:
+        self.sending = False
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @property
+    def open(self) -> bool:
+        return self.dropped is None and not self.closed.done()
+
+    async def _send_loop(self) -> None:
+        """One message every ``period``; a late tick sends what is due at once (none skipped)."""
+        start = monotonic()
+        while self.sending and self.open:
+            due = start + len(self.sent_at) * self.period
+            wait = due - monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            head = f"{self.index}:{len(self.sent_at)}:".encode()
+            self.sent_at.append(monotonic())
+            self.write(client_frame(head + b"x" * max(0, self.size - len(head))))
+
+    async def _keepalive(self) -> None:
+        latency = 0.0
+        count = 0
+        while self.open:
+            await asyncio.sleep(max(0.0, self.ping_interval - latency))
+            if not self.open:
+                return
+            count += 1
+            payload = count.to_bytes(4, "big")
+            pong = self.loop.create_future()
+            self.pongs[payload] = pong
+            sent = monotonic()
+            self.ping_sent.append(sent)
+            self.write(client_frame(payload, 0x9))
+            try:
+                latency = await asyncio.wait_for(pong, self.ping_timeout) - sent
+            except asyncio.TimeoutError:
+                self.dropped = f"keepalive ping timeout ({self.ping_timeout:g} s)"
+                self.dropped_at = monotonic()
+                assert self.transport is not None
+                if not self.transport.is_closing():
+                    reason = b"keepalive ping timeout"
+                    self.write(client_frame((1011).to_bytes(2, "big") + reason, 0x8))
+                    self.transport.close()
+                return
+            self.ping_rtts.append(latency)
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode == 0xA:
+            pong = self.pongs.pop(payload, None)
+            if pong is not None and not pong.done():
+                pong.set_result(monotonic())
+            return
+        super()._control(opcode, payload)
+
+    def on_message(self, buffer: bytearray, start: int, end: int) -> None:
+        now = monotonic()
+        head = bytes(buffer[start : min(end, start + 24)]).split(b":", 2)
+        try:
+            index, seq = int(head[0]), int(head[1])
+        except (ValueError, IndexError):
+            self.foreign += 1
+            return
+        if index != self.index:
+            self.foreign += 1
+            return
+        self.answered_at.append(now)
+        self.answered_seq.append(seq)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.dropped is None and self.sending:
+            self.dropped = f"closed by the server ({exc or 'clean close'})"
+            self.dropped_at = monotonic()
+        super().connection_lost(exc)
+
+
+class Busy:
+    """The busy kernel scenario's clients: the first ones, and those that join during the block."""
+
+    def __init__(self) -> None:
+        self.clients: list[BusyEcho] = []
+        self.joins: list[asyncio.Task] = []
+        self.settings: dict[str, Any] = {}
+
+    def _factory(self, url: str) -> Any:
+        s = self.settings
+        index = len(self.clients) + len(self.joins)
+        return _factory(
+            BusyEcho, url, index, s["size"], s["rate"], s["ping_interval"], s["ping_timeout"]
+        )
+
+    async def open(
+        self,
+        url: str,
+        clients: int,
+        size: int,
+        rate: float,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> dict[str, Any]:
+        self.clients, self.joins = [], []
+        self.settings = {
+            "url": url,
+            "size": size,
+            "rate": rate,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+        }
+        for _ in range(clients):
+            ws = await connect(self._factory(url), url)
+            ws.opened_at = monotonic()
+            self.clients.append(ws)
+        for ws in self.clients:
+            ws.start()
+        return {"connected": len(self.clients)}
+
+    def join(self, timeout: float) -> dict[str, Any]:
+        """Connect one more client in the background; its handshake time is in the result."""
+        url = self.settings["url"]
+        factory = self._factory(url)
+        started = monotonic()
+
+        async def one() -> BusyEcho:
+            ws = await connect(factory, url, timeout=timeout)
+            ws.connect_started, ws.opened_at = started, monotonic()
+            ws.start()
+            return ws
+
+        self.joins.append(asyncio.create_task(one()))
+        return {"started": started}
+
+    async def result(
+        self, block_start: float, block_end: float, drain_timeout: float
+    ) -> dict[str, Any]:
+        joined: list[BusyEcho] = []
+        join_errors: list[str] = []
+        if self.joins:  # each had the block and then ``drain_timeout`` seconds to open
+            await asyncio.wait(self.joins, timeout=drain_timeout)
+        for task in self.joins:
+            if not task.done():
+                task.cancel()
+                join_errors.append(
+                    f"no handshake within {drain_timeout:g} s of the block's end"
+                    f" ({monotonic() - block_end:.1f} s)"
+                )
+                continue
+            try:
+                joined.append(task.result())
+            except (OSError, asyncio.TimeoutError) as error:
+                join_errors.append(f"{type(error).__name__}: {error}")
+        everyone = [*self.clients, *joined]
+        for ws in everyone:
+            ws.sending = False
+        # Let every answer come in (or the time run out), then stop pinging and close.
+        deadline = monotonic() + drain_timeout
+        while monotonic() < deadline and any(
+            ws.open and len(ws.answered_seq) < len(ws.sent_at) for ws in everyone
+        ):
+            await asyncio.sleep(0.01)
+        still_open = [ws.open for ws in everyone]
+        for ws in everyone:
+            await ws.stop()
+        await asyncio.gather(*(ws.close(timeout=5) for ws in everyone if not ws.closed.done()))
+
+        sent_during = answered_during = backlog = backlog_unanswered = 0
+        first_after = float("inf")
+        last_backlog = 0.0
+        answered_in_order = True
+        problems: list[str] = []
+        rtts = array("d")
+        pings_during = 0
+        for ws in everyone:
+            seqs = list(ws.answered_seq)
+            sent = len(ws.sent_at)
+            if seqs != list(range(len(seqs))):
+                answered_in_order = False
+                duplicates = len(seqs) - len(set(seqs))
+                problems.append(
+                    f"client {ws.index}: answers out of order or twice ({duplicates} duplicates)"
+                )
+            if len(seqs) != sent:
+                answered_in_order = False
+                problems.append(f"client {ws.index}: {len(seqs)} answers to {sent} messages")
+            if ws.foreign:
+                problems.append(f"client {ws.index}: {ws.foreign} messages not its own")
+            sent_during += sum(block_start <= t <= block_end for t in ws.sent_at)
+            answered_by = {seq: t for seq, t in zip(seqs, ws.answered_at, strict=True)}
+            for seq, at in enumerate(ws.sent_at):
+                answered = answered_by.get(seq)
+                if answered is not None and block_start < answered <= block_end:
+                    answered_during += 1
+                if at <= block_end and (answered is None or answered > block_end):
+                    backlog += 1
+                    if answered is not None:
+                        last_backlog = max(last_backlog, answered)
+                    else:
+                        backlog_unanswered += 1
+            after = [t for t in ws.answered_at if t > block_end]
+            if after:
+                first_after = min(first_after, after[0])
+            for sent_ping, rtt in zip(ws.ping_sent, ws.ping_rtts, strict=False):
+                if block_start <= sent_ping <= block_end:
+                    pings_during += 1
+                    rtts.append(rtt)
+        # How fast the backlog went, once every message of it was answered.
+        drained = bool(backlog) and not backlog_unanswered and first_after < 1e300
+        drain_span = last_backlog - first_after if drained else 0.0
+        return {
+            "clients": len(self.clients),
+            "joined": len(joined),
+            "join_errors": join_errors,
+            "connected": sum(still_open[: len(self.clients)]),
+            "joined_connected": sum(still_open[len(self.clients) :]),
+            "dropped": [
+                f"client {ws.index}: {ws.dropped}, {ws.dropped_at - block_start:.2f} s after "
+                "the block began"
+                for ws in everyone
+                if ws.dropped
+            ],
+            "sent": sum(len(ws.sent_at) for ws in everyone),
+            "answered": sum(len(ws.answered_seq) for ws in everyone),
+            "sent_during": sent_during,
+            "answered_during": answered_during,
+            "backlog": backlog,
+            "first_answer_ms": (first_after - block_end) * 1000 if first_after < 1e300 else None,
+            "backlog_unanswered": backlog_unanswered,
+            "drained_ms": (last_backlog - block_end) * 1000 if drained else None,
+            "drain_rate": backlog / drain_span if drain_span > 0 else None,
+            "in_order_once": answered_in_order,
+            "problems": problems,
+            "handshakes": [
+                {
+                    "at_ms": (ws.connect_started - block_start) * 1000,
+                    "handshake_ms": (ws.opened_at - ws.connect_started) * 1000,
+                    "during_block": ws.opened_at <= block_end,
+                }
+                for ws in joined
+            ],
+            "pings_during": pings_during,
+            "ping_rtt_max_ms": max(rtts) * 1000 if rtts else None,
+        }
+
+
 # --- the command loop ------------------------------------------------------------------------------
 
 
 async def main() -> None:
     raise_fd_limit()
     broadcast = Broadcast()
+    busy = Busy()
 
     async def handle(command: dict[str, Any]) -> bool:
         cmd = command.pop("cmd")
@@ -498,6 +803,12 @@ async def main() -> None:
             reply(await broadcast.result(command["quiet"], command["limit"]))
         elif cmd == "close_all":
             reply(await broadcast.close_all())
+        elif cmd == "busy_open":
+            reply(await busy.open(**command))
+        elif cmd == "busy_join":
+            reply(busy.join(**command))
+        elif cmd == "busy_result":
+            reply(await busy.result(**command))
         else:
             reply({"error": f"unknown command {cmd!r}"})
         return True

@@ -1,9 +1,12 @@
 """One echo server of the comparison, in its own process: ws_notebook, bare Tornado or websockets.
 
     python benchmarks/_servers.py {ws_notebook,tornado,websockets} [--log-capacity N]
+                                  [--checkout DIR]
 
 Each serves an echo on 127.0.0.1 (a free port) and prints ``{"port", "pid", "path"}`` as its
-first line; then it answers JSON commands on stdin (see ``_common.serve_commands``):
+first line (ws_notebook adds ``module``, the file it imported, and ``keeper``, whether that
+code has the wire keeper); then it answers JSON commands on stdin (see
+``_common.serve_commands``):
 
 - ``stats``: RSS, CPU time, open connections, and for ws_notebook the event log's figures;
 - ``broadcast`` (count, interval, size): every ``interval`` seconds, one text message of ``size``
@@ -18,6 +21,10 @@ client bookkeeping and the event log are all on the path), Tornado a ``WebSocket
 loop of ``write_message`` over the open handlers, and ``websockets.asyncio.server.broadcast``.
 Keep-alive pings are off everywhere (idle benchmark clients would otherwise be pinged), and no
 compression is offered by the clients.
+
+``--checkout DIR`` serves ws_notebook from another copy of the package (a directory holding
+``ws_notebook/``, such as a ``git worktree`` of an earlier commit): ``compare.py --before REV``
+runs the code before a change beside the code after it, in the same run.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -183,8 +192,13 @@ class GcProbe:
 async def main(kind: str, log_capacity: int) -> None:
     raise_fd_limit()
     probe = GcProbe()
+    hello: dict[str, Any] = {}
     if kind == "ws_notebook":
         port, broadcast, stats, stop = await ws_notebook_server(log_capacity)
+        import ws_notebook
+
+        hello["module"] = ws_notebook.__file__
+        hello["keeper"] = importlib.util.find_spec("ws_notebook.wire") is not None
     else:
         port, broadcast, stats, stop = await SERVERS[kind]()
 
@@ -214,7 +228,7 @@ async def main(kind: str, log_capacity: int) -> None:
             reply({"error": f"unknown command {cmd!r}"})
         return True
 
-    reply({"port": port, "pid": os.getpid(), "path": PATH})
+    reply({"port": port, "pid": os.getpid(), "path": PATH, **hello})
     try:
         await serve_commands(handle)
     finally:
@@ -225,5 +239,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=sorted(SERVERS))
     parser.add_argument("--log-capacity", type=int, default=1000)
+    parser.add_argument("--checkout", help="import ws_notebook from this directory")
     args = parser.parse_args()
+    if args.checkout:  # ahead of this checkout (and of an editable install's path entry)
+        sys.path.insert(0, os.path.abspath(args.checkout))
     asyncio.run(main(args.kind, args.log_capacity))

@@ -1,6 +1,7 @@
 """ws_notebook side by side with a bare Tornado echo server and the ``websockets`` library.
 
     python benchmarks/compare.py [--quick] [--json PATH] [--no-kernel] [--scenarios LIST]
+                                 [--before REV|DIR] [--after REV|DIR]
 
 One run starts, on 127.0.0.1, four echo servers, each in its own process (``_servers.py``):
 bare Tornado (a ``WebSocketHandler``), the ``websockets`` library (``websockets.asyncio``),
@@ -26,7 +27,25 @@ a core and the clients the other. Scenarios:
    the plain server processes above, and in a real Jupyter kernel (jupyter_client, as
    ``panel_load.py`` does) with the log off, the log on, and the log on with the endpoint's live
    panel displayed (``%websocket monitor``), each as a ratio to the log off (with cores kept from
-   halting, as in scenario 1).
+   halting, as in scenario 1);
+6. busy kernel, in the same kernel: 4 clients send numbered 64-byte messages at a fixed rate to
+   an echo endpoint (log on) and keep their connection alive as the ``websockets`` library does
+   (a ping every 0.25 s, closed with 1011 if its pong takes over 2 s), while a cell blocks the
+   kernel (``time.sleep``, 5 s; 2.5 s in --quick, so that a client of a server that answered no
+   ping during the block would time out); two more clients connect during the block (one
+   before the wire keeper steps in, after ``STALL_AFTER``, one after; --quick: the first only).
+   Figures: clients still connected, messages sent during the block, the backlog at its end,
+   the time from the block's end to the first answer, how fast the backlog was answered, the
+   handshake times, the pings' longest round trip, and whether every message was answered
+   once and in order.
+
+``--before REV`` (a git revision, such as ``b17a213``, the commit before the wire keeper, or a
+directory holding ``ws_notebook/``) measures that code in the same run: one more server process
+("nb before", log on) and, for scenarios 5 and 6, a second kernel that imports it, measured in
+alternation with the first. A table "cost of ..." then gives every figure of ws_notebook after
+over before, with the target of staying within 10%. ``--after REV`` does the same for the code
+measured as "ws_notebook" (default: this checkout, as it is on disk). A revision is exported
+with ``git archive`` into a temporary directory, nothing in the repository changes.
 
 Memory: each server's RSS when fresh, with the broadcast scenario's 1,000 idle connections, and
 at the end; ws_notebook's log-on server has then recorded over 1,000,000 events (an echo logs
@@ -42,9 +61,11 @@ Limits, honestly: the client process shares the 2 cores with the server (about h
 while a server is saturated), so the absolute figures are lower than on a bigger machine; the
 sequential round trip on a virtual machine is dominated by waking the two processes up, so its
 ratios move by several percent from run to run; latencies are the client's view, including its
-own scheduling. Full mode takes about 3 minutes on 2 cores and always exits 0 (it is a report);
-``--quick`` (every scenario at a tiny scale, about 15 s, most of it starting the kernel) exits 1
-when the run itself breaks, never because of a figure.
+own scheduling. Full mode takes about 3.5 minutes on 2 cores (5 with ``--before``) and always
+exits 0 (it is a report); ``--quick`` (every scenario at a tiny scale, about 17 s, most of it
+starting the kernel and the blocking cell) exits 1 when the run itself breaks (a server or the
+kernel died, a message was lost, answered twice or out of order, a client was dropped during
+the block), never because of a figure.
 """
 
 from __future__ import annotations
@@ -58,14 +79,26 @@ import math
 import os
 import platform
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from _common import HERE, HOST, Broken, Child, cpus_kept_awake, latency_summary
+from _common import (
+    HERE,
+    HOST,
+    ROOT,
+    Broken,
+    Child,
+    cpus_kept_awake,
+    latency_summary,
+    monotonic,
+    percentile,
+)
 
 SERVERS = {  # key: (column header, argv after _servers.py)
     "tornado": ("bare Tornado", ["tornado"]),
@@ -73,6 +106,8 @@ SERVERS = {  # key: (column header, argv after _servers.py)
     "nb_off": ("ws_notebook log off", ["ws_notebook", "--log-capacity", "0"]),
     "nb": ("ws_notebook", ["ws_notebook", "--log-capacity", "1000"]),
 }
+BEFORE = "nb_before"  # the extra server of --before: ws_notebook as it comes, earlier code
+BEFORE_LABEL = "nb before"
 KERNEL_VARIANTS = {  # key: (column header, endpoint name, %%websocket options)
     "off": ("log off", "k_off", "--log-capacity 0"),
     "on": ("log on", "k_on", ""),
@@ -82,6 +117,26 @@ ECHO_CELL = """\
 %%websocket {name} --no-panel {options} --description "compare.py echo"
 def on_message(message, client):
     client.send(message)
+"""
+BUSY_ENDPOINT = "k_busy"  # scenario 6: an echo as it comes (log on)
+# The blocking cell: its start and end on CLOCK_MONOTONIC, which the client process shares.
+BLOCK_CELL = """\
+import json as _bj, time as _bt
+_b0 = _bt.monotonic()
+_bt.sleep({seconds})
+_b1 = _bt.monotonic()
+print(_bj.dumps([_b0, _b1]), end="")
+"""
+# What the busy endpoint's event log says waited for the kernel ("wait" events), kept as they
+# are recorded: the log itself (1,000 events) has moved on after the backlog's echoes.
+WAIT_COUNTER = """\
+busy_waits = []
+def _busy_listener(event, _then=ws_notebook.endpoint({name!r}).log.listener):
+    if event.kind == "wait":
+        busy_waits.append(event.detail)
+    if _then is not None:
+        _then(event)
+ws_notebook.endpoint({name!r}).log.listener = _busy_listener
 """
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -100,6 +155,13 @@ SCALES: dict[str, dict[str, Any]] = {
         "bcast_size": 256,
         "kernel_rounds": 2,
         "kernel_seconds": 2.0,
+        "busy_clients": 4,
+        "busy_rate": 250,  # messages/s per client
+        "busy_block": 5.0,  # seconds the cell blocks
+        "busy_joins": (0.3, 2.5),  # seconds after the cell was sent: a client connects
+        "busy_lead": 0.5,  # seconds of traffic before the block, and after it
+        "busy_ping_interval": 0.25,
+        "busy_ping_timeout": 2.0,
     },
     "quick": {
         "rounds": 1,
@@ -116,18 +178,81 @@ SCALES: dict[str, dict[str, Any]] = {
         "bcast_size": 256,
         "kernel_rounds": 1,
         "kernel_seconds": 0.25,
+        "busy_clients": 4,
+        "busy_rate": 100,
+        "busy_block": 2.5,  # a ping in the block's first 0.25 s times out before it ends
+        "busy_joins": (0.3,),
+        "busy_lead": 0.3,
+        "busy_ping_interval": 0.25,
+        "busy_ping_timeout": 2.0,
     },
 }
 SMALL, LARGE = 64, 64 * 1024
-ALL_SCENARIOS = ("broadcast", "seq", "pipe", "churn", "kernel")
+ALL_SCENARIOS = ("broadcast", "seq", "pipe", "churn", "kernel", "busy")
+KERNEL_SCENARIOS = ("kernel", "busy")
 
 # Targets (from the issue)
 DISPATCH_TOLERANCE = 0.10  # ws_notebook within 10% of bare Tornado on scenarios 1-4
 OBSERVATION_BUDGET = 0.15  # the event log and the live panel cost under 15%
+KEEPER_TOLERANCE = 0.10  # ws_notebook after the change within 10% of before, on every row
 
 
 def url_of(hello: dict[str, Any]) -> str:
     return f"ws://{HOST}:{hello['port']}{hello['path']}"
+
+
+def checkout(spec: str, tmp: Path, name: str) -> tuple[Path, str]:
+    """A directory holding ``ws_notebook/`` for ``spec`` (a directory, or a git revision of this
+    repository, exported with ``git archive``), and the name to print for it."""
+    path = Path(spec).expanduser()
+    if (path / "ws_notebook" / "__init__.py").is_file():
+        return path.resolve(), str(path)
+    git = ["git", "-C", str(ROOT)]
+    try:
+        rev = subprocess.run(
+            [*git, "rev-parse", "--short", f"{spec}^{{commit}}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        archive = subprocess.run(
+            [*git, "archive", rev, "ws_notebook"], check=True, capture_output=True
+        ).stdout
+        target = tmp / name
+        target.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise Broken(
+            f"{spec!r} is neither a directory holding ws_notebook/ nor a revision of this "
+            f"repository: {getattr(error, 'stderr', b'') or error}"
+        ) from None
+    return target, rev
+
+
+def kernel_session(code: Path | None) -> Any:
+    """A real kernel (``panel_load.KernelSession``) that imports ws_notebook from ``code``
+    (default: this checkout): started there, with it first on ``PYTHONPATH``."""
+    from panel_load import KernelSession  # the benchmark beside this one: same kernel driver
+
+    class Session(KernelSession):
+        async def start(self) -> None:
+            from jupyter_client.manager import AsyncKernelManager
+
+            self.manager = AsyncKernelManager(kernel_name="python3")
+            self.manager.kernel_spec.argv[0] = sys.executable
+            env = dict(os.environ)
+            if code is not None:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    filter(None, (str(code), env.get("PYTHONPATH")))
+                )
+            await self.manager.start_kernel(cwd=str(code or ROOT), env=env)
+            self.pid = self.manager.provisioner.process.pid  # for cpu_seconds()
+            self.client = self.manager.client()
+            self.client.start_channels()
+            await self.client.wait_for_ready(timeout=60)
+            self._pump = asyncio.create_task(self._read_iopub())
+
+    return Session()
 
 
 # --- running the scenarios ------------------------------------------------------------------------
@@ -136,7 +261,11 @@ def url_of(hello: dict[str, Any]) -> str:
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.scale = SCALES["quick" if args.quick else "full"]
+        self.scale = dict(SCALES["quick" if args.quick else "full"])
+        if args.rounds:
+            self.scale["rounds"] = self.scale["kernel_rounds"] = args.rounds
+        if args.seconds:
+            self.scale["seconds"] = self.scale["kernel_seconds"] = args.seconds
         self.tmp = Path(tempfile.mkdtemp(prefix="ws_compare_"))
         self.servers: dict[str, Child] = {}
         self.urls: dict[str, str] = {}
@@ -144,13 +273,32 @@ class Run:
             "client process", [sys.executable, str(HERE / "_clients.py")], self.tmp / "client.log"
         )
         self.results: dict[str, Any] = {"scale": self.scale, "memory": {}, "kernel": {}}
+        self.table: dict[str, tuple[str, list[str]]] = dict(SERVERS)
+        # The code measured as "ws_notebook" (None: this checkout) and, with --before, the
+        # code before the change; with the names to print for them.
+        self.after: Path | None = None
+        self.before: Path | None = None
+        self.names = {"after": "this checkout", "before": ""}
 
     def order(self, round_: int) -> list[str]:
-        keys = list(SERVERS)
+        keys = list(self.table)
         return keys if round_ % 2 == 0 else keys[::-1]
 
     async def start(self) -> None:
-        for key, (label, argv) in SERVERS.items():
+        args = self.args
+        if args.after:
+            self.after, self.names["after"] = checkout(args.after, self.tmp, "after")
+            for key in ("nb", "nb_off"):
+                label, argv = self.table[key]
+                self.table[key] = (label, [*argv, "--checkout", str(self.after)])
+        if args.before:
+            self.before, self.names["before"] = checkout(args.before, self.tmp, "before")
+            label, argv = self.table["nb"]
+            argv = [a for a in argv if a != "--checkout" and a != str(self.after)]
+            self.table[BEFORE] = (BEFORE_LABEL, [*argv, "--checkout", str(self.before)])
+        self.results["servers"] = {key: label for key, (label, _) in self.table.items()}
+        self.results["code"] = dict(self.names)
+        for key, (label, argv) in self.table.items():
             self.servers[key] = Child(
                 f"{label} server",
                 [sys.executable, str(HERE / "_servers.py"), *argv],
@@ -160,6 +308,12 @@ class Run:
         await asyncio.gather(*(child.start() for child in children))
         for key, server in self.servers.items():
             self.urls[key] = url_of(server.hello)
+            code = {"nb": self.after, "nb_off": self.after, BEFORE: self.before}.get(key, ROOT)
+            if key in ("nb", "nb_off", BEFORE):
+                expected = (code or ROOT) / "ws_notebook" / "__init__.py"
+                if Path(server.hello["module"]).resolve() != expected.resolve():
+                    raise Broken(f"{key} imported {server.hello['module']}, not {expected}")
+                self.results.setdefault("keeper", {})[key] = server.hello["keeper"]
         await asyncio.sleep(0.2)
         for key, server in self.servers.items():
             stats = await server.request({"cmd": "stats", "collect": True})
@@ -241,7 +395,7 @@ class Run:
         scale = self.scale
         clients, count = scale["bcast_clients"], scale["bcast_count"]
         self.results["broadcast"] = {}
-        for key in SERVERS:
+        for key in self.table:
             server = self.servers[key]
             memory = self.results["memory"][key]
             before = await server.request({"cmd": "stats", "collect": True})
@@ -321,35 +475,72 @@ class Run:
                 if field in stats:
                     memory[field] = stats[field]
 
-    # --- 5. in a real kernel: the log and the live panel ------------------------------------------
+    # --- 5. and 6. in a real kernel ----------------------------------------------------------
 
-    async def kernel(self) -> None:
-        from panel_load import KernelSession  # the benchmark beside this one: same kernel driver
-
-        scale = self.scale
-        session = KernelSession()
-        results: dict[str, dict[str, Any]] = {}
+    async def kernels(self) -> None:
+        """Start a kernel (two with --before), run scenarios 5 and 6 in it, stop it."""
+        sides = {"after": self.after}
+        if self.before is not None:
+            sides["before"] = self.before
+        sessions = {side: kernel_session(code) for side, code in sides.items()}
+        urls: dict[str, dict[str, str]] = {}
         try:
-            await session.start()
-            await session.run(
-                "%load_ext ws_notebook\nimport json, os, ws_notebook, ws_notebook.widgets"
+            await asyncio.gather(*(session.start() for session in sessions.values()))
+            for side, session in sessions.items():
+                urls[side] = await self.kernel_endpoints(session, sides[side])
+            if "kernel" in self.args.scenarios:
+                await self.kernel(sessions, urls)
+            if "busy" in self.args.scenarios:
+                for side, session in sessions.items():
+                    name = "busy" if side == "after" else "busy_before"
+                    self.results[name] = await self.busy(session, urls[side][BUSY_ENDPOINT])
+                    self.results[name]["code"] = self.names[side]
+                print("6. busy kernel done", flush=True)
+            for side, session in sessions.items():
+                if not await session.alive():
+                    raise Broken(f"the kernel ({self.names[side]}) died")
+        finally:
+            await asyncio.gather(
+                *(session.stop() for session in sessions.values()), return_exceptions=True
             )
-            urls = {}
-            for key, (_, name, options) in KERNEL_VARIANTS.items():
-                await session.run(ECHO_CELL.format(name=name, options=options))
-                urls[key] = await session.value(f"ws_notebook.url({name!r})")
-            capacities = await session.value(
-                "{e.name: e.log.capacity for e in ws_notebook.endpoints()}"
-            )
-            if capacities.get("k_off") != 0:
-                raise Broken(f"the log-off endpoint has a log of {capacities.get('k_off')} events")
-            keys = list(KERNEL_VARIANTS)
-            merged: dict[str, dict[str, dict[str, Any]]] = {}
-            panel_updates = 0
-            comm_msgs = 0
-            async with cpus_kept_awake():  # as in scenario 1
-                for round_ in range(scale["kernel_rounds"]):
-                    for key in keys if round_ % 2 == 0 else keys[::-1]:
+
+    async def kernel_endpoints(self, session: Any, code: Path | None) -> dict[str, str]:
+        """Load ws_notebook (checking which copy the kernel imported), define the echo
+        endpoints of scenarios 5 and 6; their URLs by key (and by BUSY_ENDPOINT)."""
+        await session.run(
+            "%load_ext ws_notebook\nimport json, os, ws_notebook, ws_notebook.widgets"
+        )
+        module = await session.value("ws_notebook.__file__")
+        expected = (code or ROOT) / "ws_notebook" / "__init__.py"
+        if Path(module).resolve() != expected.resolve():
+            raise Broken(f"the kernel imported ws_notebook from {module}, not {expected}")
+        urls = {}
+        for key, (_, name, options) in KERNEL_VARIANTS.items():
+            await session.run(ECHO_CELL.format(name=name, options=options))
+            urls[key] = await session.value(f"ws_notebook.url({name!r})")
+        await session.run(ECHO_CELL.format(name=BUSY_ENDPOINT, options=""))
+        urls[BUSY_ENDPOINT] = await session.value(f"ws_notebook.url({BUSY_ENDPOINT!r})")
+        await session.run(WAIT_COUNTER.format(name=BUSY_ENDPOINT))
+        capacities = await session.value(
+            "{e.name: e.log.capacity for e in ws_notebook.endpoints()}"
+        )
+        if capacities.get("k_off") != 0:
+            raise Broken(f"the log-off endpoint has a log of {capacities.get('k_off')} events")
+        return urls
+
+    async def kernel(self, sessions: dict[str, Any], urls: dict[str, dict[str, str]]) -> None:
+        """Scenario 5 in each kernel; with two, each variant is measured in both back to back."""
+        scale = self.scale
+        keys = list(KERNEL_VARIANTS)
+        sides = list(sessions)
+        merged: dict[str, dict[str, dict[str, dict[str, Any]]]] = {side: {} for side in sides}
+        panel_updates = dict.fromkeys(sides, 0)
+        comm_msgs = dict.fromkeys(sides, 0)
+        async with cpus_kept_awake():  # as in scenario 1
+            for round_ in range(scale["kernel_rounds"]):
+                for key in keys if round_ % 2 == 0 else keys[::-1]:
+                    for side in sides if round_ % 2 == 0 else sides[::-1]:
+                        session = sessions[side]
                         name = KERNEL_VARIANTS[key][1]
                         if key == "panel":
                             opens = session.comm_opens
@@ -376,28 +567,80 @@ class Run:
                             ),
                         ):
                             command.update(
-                                url=urls[key],
+                                url=urls[side][key],
                                 seconds=scale["kernel_seconds"],
                                 warmup=scale["warmup"],
                             )
+                            cpu, start = session.cpu_seconds(), time.perf_counter()
                             result = await self.client.request(
                                 command, 90 + scale["kernel_seconds"]
                             )
-                            merge_rounds(merged.setdefault(kind, {}).setdefault(key, {}), result)
+                            result["server_cpu"] = (session.cpu_seconds() - cpu) / (
+                                time.perf_counter() - start
+                            )
+                            merge_rounds(
+                                merged[side].setdefault(kind, {}).setdefault(key, {}), result
+                            )
                         if key == "panel":
-                            panel_updates += await session.value("panel.updates") - updates
-                            comm_msgs += session.comm_msgs - msgs
+                            panel_updates[side] += await session.value("panel.updates") - updates
+                            comm_msgs[side] += session.comm_msgs - msgs
                             await session.run("panel.close()")
-            for kind, by_key in merged.items():
-                results[kind] = {key: finish_rounds(value) for key, value in by_key.items()}
-            results["panel_updates"] = panel_updates
-            results["comm_msgs"] = comm_msgs
-            if not await session.alive():
-                raise Broken("the kernel died")
-        finally:
-            await session.stop()
-        self.results["kernel"] = results
+        for side in sides:
+            results: dict[str, Any] = {
+                kind: {key: finish_rounds(value) for key, value in by_key.items()}
+                for kind, by_key in merged[side].items()
+            }
+            results["panel_updates"] = panel_updates[side]
+            results["comm_msgs"] = comm_msgs[side]
+            self.results["kernel" if side == "after" else "kernel_before"] = results
         print("5. kernel: log off / on / panel done", flush=True)
+
+    async def busy(self, session: Any, url: str) -> dict[str, Any]:
+        """Scenario 6: clients keep sending while a cell blocks the kernel; see the docstring."""
+        scale = self.scale
+        block = scale["busy_block"]
+        await self.client.request(
+            {
+                "cmd": "busy_open",
+                "url": url,
+                "clients": scale["busy_clients"],
+                "size": SMALL,
+                "rate": scale["busy_rate"],
+                "ping_interval": scale["busy_ping_interval"],
+                "ping_timeout": scale["busy_ping_timeout"],
+            },
+            timeout=60,
+        )
+        await asyncio.sleep(scale["busy_lead"])
+        await session.run("busy_waits.clear()")
+        cell = asyncio.create_task(
+            session.execute(BLOCK_CELL.format(seconds=block), timeout=block + 60)
+        )
+        sent = monotonic()
+        for at in scale["busy_joins"]:
+            await asyncio.sleep(max(0.0, sent + at - monotonic()))
+            await self.client.request({"cmd": "busy_join", "timeout": block + 30}, timeout=30)
+        output, _ = await cell
+        if output.error:
+            raise Broken(f"the blocking cell failed: {output.error}")
+        block_start, block_end = json.loads(output.stdout)
+        await asyncio.sleep(scale["busy_lead"])
+        result = await self.client.request(
+            {
+                "cmd": "busy_result",
+                "block_start": block_start,
+                "block_end": block_end,
+                "drain_timeout": 10.0,
+            },
+            timeout=120,
+        )
+        result["block_s"] = block_end - block_start
+        result["rate"] = scale["busy_rate"]
+        result["ping_interval"] = scale["busy_ping_interval"]
+        result["ping_timeout"] = scale["busy_ping_timeout"]
+        await asyncio.sleep(0.2)  # the keeper's last pass; the code before it logs no "wait"
+        result["wait_events"] = await session.value("busy_waits")
+        return result
 
 
 def gc_share(before: dict[str, Any], after: dict[str, Any], seconds: float) -> float:
@@ -415,6 +658,16 @@ def finish_rounds(merged: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": len(rounds)}
     out["per_round_rate"] = [r["rate"] for r in rounds]
     out["rate"] = sum(out["per_round_rate"]) / len(rounds)
+    # Per round, for ratios between two servers measured back to back (see keeper_rows).
+    if "server_cpu" in rounds[0]:
+        out["per_round_cpu_per_msg"] = [
+            r["server_cpu"] / r["rate"] if r["rate"] else math.nan for r in rounds
+        ]
+    if "latencies" in rounds[0]:
+        out["per_round_p50_ms"] = [
+            percentile(sorted(array("d", base64.b64decode(r["latencies"]))), 0.5) * 1000
+            for r in rounds
+        ]
     for field in ("server_cpu", "server_gc", "client_cpu", "mib_per_s"):
         if field in rounds[0]:
             out[field] = sum(r[field] for r in rounds) / len(rounds)
@@ -461,15 +714,241 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         )
 
 
+# Scenario rows compared before and after a change (--before): (label, section, field, scale,
+# format, higher is better). Plain server processes: ws_notebook as it comes (log on).
+KEEPER_ROWS = (
+    ("1. echo sequential 64 B: msg/s", "seq", "rate", 1, ",.0f", True),
+    ("   round trip p50 (ms)", "seq", "p50_ms", 1, ".3f", False),
+    ("   round trip p99 (ms)", "seq", "p99_ms", 1, ".3f", False),
+    ("   server CPU per message (us)", "seq", "cpu_per_msg", 1e6, ".1f", False),
+    ("   cores left to halt: msg/s", "seq_idle", "rate", 1, ",.0f", True),
+    ("   cores left to halt: p50 (ms)", "seq_idle", "p50_ms", 1, ".3f", False),
+    ("2. echo pipelined 64 B: msg/s", "pipe_small", "rate", 1, ",.0f", True),
+    ("   server CPU per message (us)", "pipe_small", "cpu_per_msg", 1e6, ".1f", False),
+    ("   echo pipelined 64 KiB: msg/s", "pipe_large", "rate", 1, ",.0f", True),
+    ("3. broadcast: delivery rate (msg/s)", "broadcast", "rate", 1, ",.0f", True),
+    ("   delivery latency p50 (ms)", "broadcast", "p50_ms", 1, ".2f", False),
+    ("   delivery latency p99 (ms)", "broadcast", "p99_ms", 1, ".2f", False),
+    ("   server CPU (% of a core)", "broadcast", "server_cpu", 100, ".0f", False),
+    ("4. churn: connections/s", "churn", "rate", 1, ",.0f", True),
+    ("memory: RSS fresh (MiB)", "memory", "fresh_kb", 1 / 1024, ".1f", False),
+    ("   per idle connection (KiB)", "memory", "per_idle_kb", 1, ".1f", False),
+)
+KERNEL_KEEPER_ROWS = (
+    ("echo sequential 64 B: msg/s", "seq", "rate", 1, ",.0f", True),
+    ("round trip p50 (ms)", "seq", "p50_ms", 1, ".3f", False),
+    ("round trip p99 (ms)", "seq", "p99_ms", 1, ".3f", False),
+    ("kernel CPU per message, sequential (us)", "seq", "cpu_per_msg", 1e6, ".1f", False),
+    ("echo pipelined 64 B: msg/s", "pipe", "rate", 1, ",.0f", True),
+    ("kernel CPU per message, pipelined (us)", "pipe", "cpu_per_msg", 1e6, ".1f", False),
+)
+
+
+PER_ROUND = {"rate": "per_round_rate", "cpu_per_msg": "per_round_cpu_per_msg"}
+PER_ROUND_P50 = "per_round_p50_ms"
+
+
+class KeeperRow(NamedTuple):
+    label: str
+    before: float
+    after: float
+    spec: str
+    higher_better: bool
+    ratios: list[float]  # after/before round by round (measured back to back); may be empty
+
+
+def keeper_rows(results: dict[str, Any]) -> list[KeeperRow]:
+    """Every figure measured before and after (--before), with the per-round ratios."""
+    out: list[KeeperRow] = []
+
+    def figures(data: dict[str, Any], field: str) -> tuple[float | None, list[float]]:
+        if field == "cpu_per_msg":
+            value = data["server_cpu"] / data["rate"] if data.get("rate") else None
+        else:
+            value = data.get(field)
+        rounds = data.get(PER_ROUND.get(field, PER_ROUND_P50 if field == "p50_ms" else ""), [])
+        return value, rounds
+
+    def add(label: str, before: dict, after: dict, field: str, scale: float, *rest: Any) -> None:
+        (b, b_rounds), (a, a_rounds) = figures(before, field), figures(after, field)
+        if not b or not a or math.isnan(b) or math.isnan(a):
+            return
+        ratios = [x / y for x, y in zip(a_rounds, b_rounds, strict=False) if x and y]
+        out.append(KeeperRow(label, b * scale, a * scale, *rest, ratios))
+
+    for label, section, field, scale, spec, higher in KEEPER_ROWS:
+        if section == "memory":
+            memory = results.get("memory") or {}
+            before, after = (dict(memory.get(k) or {}) for k in (BEFORE, "nb"))
+            for data in (before, after):
+                if "idle_kb" in data:
+                    data["per_idle_kb"] = (data["idle_kb"] - data["before_idle_kb"]) / data[
+                        "idle_connections"
+                    ]
+        else:
+            data = results.get(section) or {}
+            before, after = data.get(BEFORE) or {}, data.get("nb") or {}
+        add(label, before, after, field, scale, spec, higher)
+    after_k, before_k = results.get("kernel") or {}, results.get("kernel_before") or {}
+    for key, (variant, _, _) in KERNEL_VARIANTS.items():
+        for label, kind, field, scale, spec, higher in KERNEL_KEEPER_ROWS:
+            add(
+                f"5. kernel, {variant}: {label}",
+                (before_k.get(kind) or {}).get(key) or {},
+                (after_k.get(kind) or {}).get(key) or {},
+                field,
+                scale,
+                spec,
+                higher,
+            )
+    return out
+
+
+def print_keeper_table(results: dict[str, Any]) -> list[tuple[bool, str]]:
+    """The table of figures after over before (--before); returns one verdict per row.
+
+    Where a figure was measured in rounds, each round measured before and after back to back,
+    so the median of the rounds' ratios is what the verdict uses: load from elsewhere on the
+    machine moves both sides of a pair, not the ratio.
+    """
+    rows = keeper_rows(results)
+    if not rows:
+        return []
+    code = results.get("code") or {}
+    header = [
+        "figure (plain process: log on)",
+        "before",
+        "after",
+        "after/before",
+        "per round: median [min-max]",
+        "cost",
+    ]
+    table = []
+    verdicts = []
+    section = ""
+    for row in rows:
+        pooled = row.after / row.before
+        r = statistics.median(row.ratios) if row.ratios else pooled
+        spread = (
+            f"{r:.2f} [{min(row.ratios):.2f}-{max(row.ratios):.2f}] x{len(row.ratios)}"
+            if len(row.ratios) > 1
+            else "-"
+        )
+        # The cost: how much worse after is, as a share (negative: better).
+        cost = (1 - r) if row.higher_better else (r - 1)
+        table.append(
+            [
+                row.label,
+                fmt(row.before, row.spec),
+                fmt(row.after, row.spec),
+                f"{pooled:.2f}",
+                spread,
+                f"{cost:+.0%}",
+            ]
+        )
+        if not row.label.startswith(" "):
+            section = row.label.split(":")[0]
+            name = row.label
+        else:
+            name = f"{section}: {row.label.strip()}"
+        verdicts.append((cost <= KEEPER_TOLERANCE, f"after/before, {name}: {r:.2f}x"))
+    print(
+        f"\ncost of the change: after = {code.get('after')}, before = {code.get('before')} "
+        "(same run; target: every row within 10%)"
+    )
+    print_table(header, table)
+    print(
+        "cost: how much worse after is than before, from the median of the per-round ratios "
+        "where there are rounds\n(rates: 1 - after/before; latency, CPU and memory: "
+        "after/before - 1); negative is better."
+    )
+    return verdicts
+
+
+def print_busy_table(results: dict[str, Any]) -> None:
+    sides = [
+        (name, results[name]) for name in ("busy", "busy_before") if results.get(name) is not None
+    ]
+    if not sides:
+        return
+    first = sides[0][1]
+    code = results.get("code") or {}
+    header = [
+        "6. busy kernel",
+        *(f"{side}: {code.get(side)}" for side in ("after", "before")[: len(sides)]),
+    ]
+    rows: list[list[str]] = []
+
+    def row(label: str, make: Any) -> None:
+        cells = []
+        for _, data in sides:
+            try:
+                cells.append(make(data))
+            except (KeyError, TypeError, ValueError, IndexError):
+                cells.append("-")
+        rows.append([label, *cells])
+
+    row("cell: time.sleep (s)", lambda d: f"{d['block_s']:.2f}")
+    row("clients still connected", lambda d: f"{d['connected']} of {d['clients']}")
+    row("messages sent during the block", lambda d: f"{d['sent_during']:,}")
+    row("  answered during the block", lambda d: f"{d['answered_during']:,}")
+    row("backlog at the block's end", lambda d: f"{d['backlog']:,}")
+    row("time to first answer (ms)", lambda d: fmt(d["first_answer_ms"], ".1f"))
+    row("backlog answered by (ms after the block)", lambda d: fmt(d["drained_ms"], ".1f"))
+    row("  answered/s while draining", lambda d: fmt(d["drain_rate"], ",.0f"))
+    row(
+        "every message answered once, in order",
+        lambda d: "yes" if d["in_order_once"] else f"no: {d['answered']:,} of {d['sent']:,}",
+    )
+    for i in range(max(len(d["handshakes"]) for _, d in sides)):
+        row(
+            f"client joining at +{first['handshakes'][i]['at_ms'] / 1000:.1f} s: handshake (ms)"
+            if i < len(first["handshakes"])
+            else f"client joining #{i + 1}: handshake (ms)",
+            lambda d, i=i: (
+                f"{d['handshakes'][i]['handshake_ms']:,.0f}"
+                + (" in the block" if d["handshakes"][i]["during_block"] else " after it")
+            ),
+        )
+    row(
+        "  joined clients still connected",
+        lambda d: f"{d['joined_connected']} of {d['joined']}",
+    )
+    row(
+        "keepalive pings answered in the block / longest round trip (ms)",
+        lambda d: f"{d['pings_during']} / {fmt(d['ping_rtt_max_ms'], ',.0f')}",
+    )
+    row(
+        "'wait' events in the log / messages they count",
+        lambda d: (
+            f"{len(d['wait_events'])} / "
+            f"{sum(int(text.split()[0]) for text in d['wait_events'] if text[:1].isdigit())}"
+        ),
+    )
+    print()
+    print_table(header, rows)
+    print(
+        f"{first['clients']} clients, 64 B messages at {first['rate']} msg/s each, keepalive as "
+        f"the websockets library's: a ping every {first['ping_interval']:g} s, closed (1011) "
+        f"if its pong takes over {first['ping_timeout']:g} s."
+    )
+    for side, (_, data) in zip(("after", "before"), sides, strict=False):
+        for dropped in data["dropped"][:6]:
+            print(f"  {side}: dropped {dropped}")
+
+
 def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool, str]]:
     """Print the tables and the verdicts; returns the verdicts."""
-    keys = list(SERVERS)
+    labels: dict[str, str] = results.get("servers") or {k: v[0] for k, v in SERVERS.items()}
+    keys = list(labels)
+    with_before = BEFORE in keys
     header = [
         "scenario / figure",
-        *(SERVERS[k][0] for k in keys),
+        *(labels[k] for k in keys),
         "nb/Tornado",
         "nb/websockets",
         "log on/off",
+        *(["nb/before"] if with_before else []),
     ]
     rows: list[list[str]] = []
 
@@ -481,6 +960,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
                 ratio(values.get("nb"), values.get("tornado")),
                 ratio(values.get("nb"), values.get("websockets")),
                 ratio(values.get("nb"), values.get("nb_off")),
+                *([ratio(values.get("nb"), values.get(BEFORE))] if with_before else []),
             ]
         )
 
@@ -569,6 +1049,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
         "\nnb = ws_notebook as it comes (event log on, 1,000 events); ratios are nb's figure over "
         "the other's,\nmeasured in this run (for latency, below 1 is better)."
     )
+    code = results.get("code") or {}
+    if with_before:
+        print(f"ws_notebook: {code.get('after')}; nb before: {code.get('before')} (log on)")
 
     kernel = results.get("kernel") or {}
     if kernel.get("seq"):
@@ -603,6 +1086,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
             f"changed something, {kernel.get('comm_msgs', 0)} widget messages sent"
         )
 
+    print_busy_table(results)
+    keeper_verdicts = print_keeper_table(results)
+
     verdicts: list[tuple[bool, str]] = []
 
     def verdict(ok: bool | None, text: str) -> None:
@@ -621,7 +1107,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
             return
         r = mine / theirs
         ok = r >= 1 - tolerance if higher_better else r <= 1 + tolerance
-        verdict(ok, f"{label}: {r:.2f}x {SERVERS[other][0]}")
+        verdict(ok, f"{label}: {r:.2f}x {labels[other]}")
 
     print("\ntargets")
     for section, label in (
@@ -712,6 +1198,22 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
                 f"memory: RSS at the end, log on minus log off after the same traffic: "
                 f"{extra:+.1f} MiB (bounded by the capacity, not the {nb['log_total']:,} events)",
             )
+    busy = results.get("busy")
+    if busy:
+        verdict(
+            busy["connected"] == busy["clients"] and busy["joined_connected"] == busy["joined"],
+            f"6. every client stayed connected through the block "
+            f"({busy['connected'] + busy['joined_connected']} of "
+            f"{busy['clients'] + busy['joined']})",
+        )
+        verdict(busy["in_order_once"], "6. every message answered once and in order")
+        for handshake in busy["handshakes"]:
+            verdict(
+                handshake["during_block"],
+                f"6. a client connecting {handshake['at_ms'] / 1000:.1f} s into the block "
+                f"completed its handshake during it ({handshake['handshake_ms']:,.0f} ms)",
+            )
+    verdicts.extend(keeper_verdicts)
     for ok, text in verdicts:
         print(f"  {'PASS' if ok else 'MISS'}  {text}")
     return verdicts
@@ -727,8 +1229,13 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         await run.start()
         print(
             "servers: "
-            + ", ".join(f"{SERVERS[k][0]} {url}" for k, url in run.urls.items())
+            + ", ".join(f"{run.table[k][0]} {url}" for k, url in run.urls.items())
             + f"; client pid {run.client.pid}",
+            flush=True,
+        )
+        print(
+            f"ws_notebook: {run.names['after']}"
+            + (f"; nb before: {run.names['before']}" if run.before is not None else ""),
             flush=True,
         )
         steps = {
@@ -741,8 +1248,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             if name in args.scenarios:
                 await step()
         await run.final_memory()
-        if "kernel" in args.scenarios:
-            await run.kernel()
+        if set(KERNEL_SCENARIOS) & set(args.scenarios):
+            await run.kernels()
     except Broken as error:
         broken.append(str(error))
     except Exception as error:
@@ -759,14 +1266,52 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     for key, data in (run.results.get("broadcast") or {}).items():
         if not data.get("received"):
             broken.append(f"broadcast: {key} delivered nothing")
+    broken.extend(busy_broken(run.results.get("busy")))
     return run.results, broken
+
+
+def busy_broken(busy: dict[str, Any] | None) -> list[str]:
+    """What broke in scenario 6 (ws_notebook as measured, not the code --before names)."""
+    if not busy:
+        return []
+    broken = [f"busy kernel: {problem}" for problem in busy["problems"]]
+    broken += [f"busy kernel: a client could not join: {e}" for e in busy["join_errors"]]
+    if busy["connected"] < busy["clients"] or busy["joined_connected"] < busy["joined"]:
+        broken.append(f"busy kernel: clients dropped: {'; '.join(busy['dropped'])}")
+    if not busy["in_order_once"] and not busy["problems"]:
+        broken.append("busy kernel: messages lost, answered twice or out of order")
+    if not busy["sent_during"]:
+        broken.append("busy kernel: no message was sent during the block")
+    return broken
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every scenario at a tiny scale")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--no-kernel", action="store_true", help="skip the kernel scenario")
+    parser.add_argument(
+        "--no-kernel", action="store_true", help="skip the kernel scenarios (kernel, busy)"
+    )
+    parser.add_argument(
+        "--before",
+        metavar="REV|DIR",
+        help="also measure this ws_notebook (a git revision, e.g. b17a213, or a directory "
+        "holding ws_notebook/), beside the one measured",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of scenarios 1, 2, 4 and 5 (default: 2; 1 in --quick); with --before, "
+        "more rounds of shorter --seconds give the cost table a median over more pairs",
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="seconds per round, server and scenario (default: 2)"
+    )
+    parser.add_argument(
+        "--after",
+        metavar="REV|DIR",
+        help="the ws_notebook measured (default: this checkout as it is on disk)",
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(ALL_SCENARIOS),
@@ -777,8 +1322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.no_kernel and "kernel" in args.scenarios:
-        args.scenarios.remove("kernel")
+    if args.no_kernel:
+        args.scenarios = [s for s in args.scenarios if s not in KERNEL_SCENARIOS]
     return args
 
 
@@ -792,7 +1337,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    budget = 60 if args.quick else 600
+    budget = 60 if args.quick else (900 if args.before else 600)
     try:
         results, broken = asyncio.run(asyncio.wait_for(run(args), budget))
     except asyncio.TimeoutError:

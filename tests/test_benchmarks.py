@@ -1,5 +1,7 @@
 """The benchmarks still run: each script's ``--quick`` mode goes through, prints its table, and
-its figures hold what they can at small scale (every message served, none missing)."""
+its figures hold what they can at small scale (every message served, none missing; in the busy
+kernel scenario, every client stays connected through the blocking cell and every message sent
+during it is answered afterwards, once and in order). No test judges a timing figure."""
 
 from __future__ import annotations
 
@@ -83,6 +85,13 @@ def test_compare_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
         "ahead of websockets",
         "broadcast keeps the pace websockets does",
         "costs under 15%",
+        "6. busy kernel",
+        "clients still connected",
+        "messages sent during the block",
+        "time to first answer (ms)",
+        "answered/s while draining",
+        "every message answered once, in order",
+        "handshake (ms)",
     ):
         assert figure in printed, printed
 
@@ -99,3 +108,9 @@ def test_compare_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
         assert set(data["kernel"][kind]) == {"off", "on", "panel"}
         assert all(figures["rate"] > 0 for figures in data["kernel"][kind].values())
     assert data["kernel"]["comm_msgs"] > 0  # the panel was displayed and updated
+    busy = data["busy"]  # compare.py reports what broke here as BROKEN, checked above
+    assert busy["connected"] == busy["clients"] > 0, busy["dropped"]
+    assert busy["joined_connected"] == busy["joined"] == len(data["scale"]["busy_joins"])
+    assert busy["sent_during"] > 0 and busy["backlog"] > 0
+    assert busy["in_order_once"] and busy["answered"] == busy["sent"], busy["problems"]
+    assert busy["first_answer_ms"] is not None
