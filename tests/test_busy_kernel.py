@@ -98,7 +98,7 @@ def client(url: str, **options: object) -> websockets.connect:
 async def recv(ws: websockets.ClientConnection, timeout: float = WAIT) -> str | bytes:
     try:
         return await asyncio.wait_for(ws.recv(), timeout)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         raise AssertionError(f"no message within {timeout} s") from None
     except ConnectionClosed as closed:
         raise AssertionError(f"the connection closed: {closed}") from closed
@@ -108,7 +108,7 @@ async def answers_ping(ws: websockets.ClientConnection, within: float = 1.0) -> 
     """The server answers a ping of ours, however busy the kernel is."""
     try:
         await asyncio.wait_for(await ws.ping(), within)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         closing = ws.protocol.close_sent  # the client's own keepalive gave up, say
         why = f"the client is closing: {closing}" if closing else "the server is deaf"
         raise AssertionError(f"no pong within {within} s; {why}") from None
@@ -118,7 +118,7 @@ async def answers_ping(ws: websockets.ClientConnection, within: float = 1.0) -> 
 
 async def nothing_more(ws: websockets.ClientConnection) -> None:
     """No further message arrives (none was answered twice)."""
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         extra = await asyncio.wait_for(ws.recv(), 0.5)
         raise AssertionError(f"unexpected message {extra!r}")
 
@@ -128,7 +128,7 @@ async def close_code(ws: websockets.ClientConnection, within: float) -> int:
     try:
         while True:
             await asyncio.wait_for(ws.recv(), within)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         raise AssertionError(f"still open after {within} s") from None
     except ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd is not None else 1006
@@ -172,7 +172,7 @@ class Block:
         assert self._reply is not None
         if not self._reply.done() and self.kernel.manager.is_alive():
             self.kernel.manager.interrupt_kernel()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reply), WAIT)
         self._stop.set()
         await self._reply

@@ -59,7 +59,7 @@ async def recv(ws: websockets.ClientConnection) -> str | bytes:
 
 
 async def nothing_more(ws: websockets.ClientConnection) -> None:
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         extra = await asyncio.wait_for(ws.recv(), 0.3)
         raise AssertionError(f"unexpected message {extra!r}")
 

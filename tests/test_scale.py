@@ -196,7 +196,7 @@ async def until(condition, what: str, seconds: float = WAIT) -> None:
 
 
 async def nothing_more(ws: websockets.ClientConnection, seconds: float = 0.5) -> None:
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         extra = await asyncio.wait_for(ws.recv(), seconds)
         print("unexpected:", extra)
 
@@ -278,7 +278,7 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
         assert time.monotonic() < deadline, f"B got {got}"
         await ws_a.send("all back")
         assert await asyncio.wait_for(ws_a.recv(), WAIT) == "back"
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             got.append(await asyncio.wait_for(ws_b.recv(), 0.5))
     assert not any(m.startswith("lost") for m in got)  # not replayed
     await until(lambda: _relay(a.port)["clients"] == 2, "the registry rewritten")
