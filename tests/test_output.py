@@ -20,7 +20,7 @@ from .test_cli import connect as connect_async
 
 pytestmark = pytest.mark.timeout(120)
 
-WAIT = 20.0
+WAIT = 60.0
 
 PRINTER = """\
 %%websocket {name} --no-panel
