@@ -268,6 +268,27 @@ async def test_a_handshake_answered_during_the_block_for_an_endpoint_gone_after_
     assert "refused" in closed.value.rcvd.reason and "404" in closed.value.rcvd.reason
 
 
+async def test_a_client_that_fills_the_socket_buffers_during_the_block_stays_connected(
+    notebook: Kernel,
+) -> None:
+    """Megabytes sent during the block fill the kernel's socket buffer and then the client's:
+    its keepalive pings queue behind that data, so the keeper must take the data in (bounded)
+    to see them. Everything is answered afterwards, in order, once."""
+    url = await define_echo(notebook, "echo")
+    chunk, count = "x" * 65536, 96  # 6 MiB: more than the socket buffers hold unread
+    async with client(url, max_size=None, write_limit=2**20) as ws:
+        await recv(ws)  # welcome
+        async with Block(notebook, SLEEP) as cell:
+            for number in range(count):
+                await asyncio.wait_for(ws.send(f"{number}:{chunk}"), WAIT)
+            await answers_ping(ws, within=2 * KEEPALIVE)
+            assert cell.elapsed() < BLOCK - 0.5, "the client's work ended after the block"
+            await cell.finished()
+        for number in range(count):
+            assert await recv(ws) == f"{number + 1}:{number}:{chunk}"
+        await nothing_more(ws)
+
+
 async def test_server_pings_do_not_drop_a_quiet_client_after_the_block(notebook: Kernel) -> None:
     await run(notebook, "%websocket start --ping-interval 1 --ping-timeout 1")
     url = await define_echo(notebook, "echo")

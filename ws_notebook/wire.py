@@ -10,10 +10,13 @@ not run for ``STALL_AFTER`` seconds and keeps the wire alive until it runs again
   closed for a ping timeout during or right after the block;
 - it accepts new connections and answers their WebSocket handshake (the same decision the
   server will make, see ``Server.upgrade_answer``), so they open in time;
-- it reads nothing: messages wait in the kernel's socket buffers (``MSG_PEEK`` lets the keeper
-  see them without taking them), and when the loop runs again the server reads them as always,
-  in order, once each, and handlers run on the main thread as they always do. What does not fit
-  in those buffers waits in the client (TCP flow control): nothing is lost.
+- it takes in what clients send and holds it for the loop, unparsed (``WireSocket.held``):
+  otherwise a client that sends more than the socket buffers hold would have its pings stuck
+  behind its own data. When the loop runs again the server reads the held bytes first, then the
+  socket, as always: in order, once each, and handlers run on the main thread as they always
+  do. What is held is bounded (``HOLD_PER_CONNECTION``, ``HOLD_IN_ALL``); past that, data waits
+  in the socket buffers and in the client (TCP flow control): nothing is lost, but pings behind
+  it are answered only when the loop runs.
 
 Why this design and not all socket I/O in a thread with handlers sent to the kernel loop: a
 hop between two threads' loops costs about 85 µs there and back on these machines, more than a
@@ -21,10 +24,11 @@ whole 64-byte echo (55-75 µs), so that design would roughly halve the sequentia
 The keeper costs the loop a lock around each ``send``/``recv`` (about 0.1 µs) and a wake-up
 every ``CHECK_EVERY`` seconds; the ``busy kernel`` rows of ``benchmarks/compare.py`` measure it.
 
-Sharing a socket with the loop follows two rules. Reads: the keeper only peeks, and it parses
-frames from a boundary the protocol records (``EndpointProtocol.frame_end``); the bytes the
-loop has read but not parsed yet are in the stream's buffer, which the keeper copies while the
-loop cannot read (the socket's lock). Writes: the keeper writes a pong only between the loop's
+Sharing a socket with the loop follows two rules. Reads: the keeper reads only while the loop
+reads nothing (it stops watching a connection the loop has read from), and it parses frames
+from a boundary the protocol records (``EndpointProtocol.frame_end``); the bytes the loop has
+read but not parsed yet are in the stream's buffer, which the keeper copies while the loop
+cannot read (the socket's lock). Writes: the keeper writes a pong only between the loop's
 frames (nothing half-sent, nothing queued in the stream), under the same lock; a pong that
 does not go out whole goes first on the loop's next write.
 
@@ -45,13 +49,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tornado.ioloop import IOLoop
+
 __all__ = ["KeptServer", "Waiting", "WireKeeper", "WireSocket"]
 
 logger = logging.getLogger("ws_notebook")
 
 CHECK_EVERY = 0.1  # seconds between looks at the loop, and between passes while it is stalled
 STALL_AFTER = 0.4  # seconds without the loop running before the keeper steps in
-PEEK_AT_MOST = 8 * 1024 * 1024  # bytes looked at per connection and pass (socket buffers hold less)
+HOLD_PER_CONNECTION = 16 * 1024 * 1024  # bytes taken in and held per connection while stalled
+HOLD_IN_ALL = 64 * 1024 * 1024  # ... and for all connections together
+READ_AT_ONCE = 256 * 1024
+CONTROL_FRAME_AT_MOST = 14 + 125  # bytes: the longest header, and a control frame's payload
 REPORT_EVERY = 1.0  # seconds between reports of what waits, while it waits
 HEAD_AT_MOST = 64 * 1024  # bytes of a handshake request looked at (the server's header limit)
 
@@ -62,9 +71,11 @@ GOING_AWAY = 1001
 class WireSocket(socket.socket):
     """A connection's socket, shared by the loop and the keeper.
 
-    The loop's reads and writes take ``lock`` and count what was read, so the keeper can peek
-    at a consistent position and write a frame only between two of the loop's. ``answered`` is
-    set when the keeper answered the handshake: the server's own answer is then not sent again.
+    The loop's reads and writes take ``lock`` and count what was read, so the keeper can look
+    at a consistent position and write a frame only between two of the loop's. ``held`` is what
+    the keeper took in while the loop was stalled: the loop's reads get it before the socket's
+    bytes. ``answered`` is set when the keeper answered the handshake: the server's own answer
+    is then not sent again.
     """
 
     @classmethod
@@ -77,6 +88,7 @@ class WireSocket(socket.socket):
         super().__init__(*args, **kwargs)
         self.lock = threading.Lock()
         self.received = 0  # bytes the loop has read
+        self.held = bytearray()  # bytes the keeper took in for the loop: they come next
         self.half_sent = False  # the loop's last send did not take all it was given
         self.unsent = b""  # the end of a keeper's frame the socket did not take: goes first
         self.touched = False  # the loop has used the socket (the keeper leaves its handshake)
@@ -87,7 +99,12 @@ class WireSocket(socket.socket):
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         with self.lock:
             self.touched = True
-            count = super().recv_into(buffer, nbytes, flags)
+            if self.held:
+                count = min(len(self.held), nbytes or len(buffer))
+                memoryview(buffer)[:count] = self.held[:count]
+                del self.held[:count]
+            else:
+                count = super().recv_into(buffer, nbytes, flags)
             self.received += count
             return count
 
@@ -176,6 +193,7 @@ class _Watched:
     known: bytes = b""  # bytes from ``start`` the loop had read but not parsed, at the stall
     start: int = 0  # where ``known`` starts, in the socket's ``received`` count
     scan: int = 0  # where the next frame not looked at starts, same count
+    seen: int = 0  # the socket's ``received`` when the keeper began to watch it
     waiting: Waiting | None = None
     address: Any = None  # of a connection the keeper accepted
 
@@ -216,6 +234,8 @@ class WireKeeper:
         self._probing = False
         self.stalled_since: float | None = None  # wall-clock time, for the log
         self._watched: dict[int, _Watched] = {}  # by file descriptor, during a stall
+        self._holding: list[_Watched] = []  # open connections the keeper took bytes in for
+        self._held = 0  # bytes held for all connections
         self._stop = threading.Event()
         self._mutex = threading.Lock()  # one pass at a time, and not while the stall ends
         self._reported = 0.0  # when what waits was last reported
@@ -258,11 +278,17 @@ class WireKeeper:
             return
         with self._mutex:
             watched = list(self._watched.values())
+            holding, self._holding = self._holding, []
             seconds = time.time() - self.stalled_since
             self.stalled_since = None
             self._watched = {}
         for undecided in (w for w in watched if not w.endpoint and not w.wire.touched):
             self.server.handle_connection(undecided.wire, undecided.address)
+        for kept in holding:
+            # Its read waits for the socket to be readable, which bytes the keeper took in
+            # do not make it: read now, as the loop would have.
+            if kept.wire.held and not kept.stream.closed():
+                kept.stream._handle_events(kept.stream.fileno(), IOLoop.READ)
         waits = [w.waiting for w in watched if w.waiting is not None and w.client]
         self.server.waited(waits, seconds)
 
@@ -271,6 +297,7 @@ class WireKeeper:
     def _keep(self) -> None:
         if self.stalled_since is None:
             self.stalled_since = time.time() - (time.monotonic() - self.beat)
+            self._held = 0
             self._watch_open_connections()
         self._accept()
         changed = False
@@ -291,9 +318,10 @@ class WireKeeper:
             if not isinstance(wire, WireSocket):
                 continue  # TLS, or already closed
             with wire.lock:
-                watched = _Watched(wire, endpoint, client, protocol, stream)
+                watched = _Watched(wire, endpoint, client, protocol, stream, seen=wire.received)
                 if self._known_bytes(watched):
                     self._watched[wire.fileno()] = watched
+                    self._held += len(wire.held)
 
     @staticmethod
     def _known_bytes(watched: _Watched) -> bool:
@@ -340,34 +368,32 @@ class WireKeeper:
                 self._watched[wire.fileno()] = _Watched(wire, "", "", address=address)
 
     def _look(self, watched: _Watched) -> bool:
-        """Peek at what a connection sent; answer its handshake and pings. True if more waits."""
+        """Take in what a connection sent; answer its handshake and pings. True if more waits."""
         wire = watched.wire
         with wire.lock:
-            if wire.touched and watched.protocol is None:
-                self._watched.pop(wire.fileno(), None)  # the loop has it now
+            if wire.touched and (watched.protocol is None or wire.received != watched.seen):
+                self._watched.pop(wire.fileno(), None)  # the loop reads it: it has it now
                 return False
-            try:
-                data = wire.recv(
-                    min(PEEK_AT_MOST, watched.scan - wire.received + 65536),
-                    socket.MSG_PEEK | socket.MSG_DONTWAIT,
-                )
-            except (BlockingIOError, InterruptedError):
-                data = b""
-            except OSError:
+            if not watched.endpoint:
+                return self._handshake(watched)
+            if not self._take_in(watched):
                 self._watched.pop(wire.fileno(), None)
                 return False
-            if wire.received < watched.start:  # all known bytes are parsed: none before start
-                data = data[watched.start - wire.received :]
-            data = watched.known + data
-            if not watched.endpoint:
-                return self._handshake(watched, data)
-            return self._frames(watched, data)
+            return self._frames(watched)
 
-    def _handshake(self, watched: _Watched, data: bytes) -> bool:
-        end = data.find(b"\r\n\r\n", 0, HEAD_AT_MOST)
+    def _handshake(self, watched: _Watched) -> bool:
+        wire = watched.wire
+        try:  # only peeked: the loop reads the request itself if the keeper does not answer
+            data = wire.recv(HEAD_AT_MOST, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._watched.pop(wire.fileno(), None)
+            return False
+        end = data.find(b"\r\n\r\n")
         if end < 0:
             return False
-        head, wire = data[: end + 4], watched.wire
+        head = data[: end + 4]
         if self.server.divert(head, wire, watched.address):  # a threaded endpoint's loop has it
             self._watched.pop(wire.fileno(), None)
             return False
@@ -380,19 +406,52 @@ class WireKeeper:
         wire.answered = True
         self.loop.call_soon_threadsafe(self.server.handle_answered, wire, watched.address)
         watched.endpoint = endpoint
-        watched.start = watched.scan = end + 4
-        watched.known = b""
-        return self._frames(watched, data[end + 4 :]) or True
+        watched.start = watched.scan = end + 4  # frames follow the request, which is held too
+        self._take_in(watched)
+        return self._frames(watched) or True
 
-    def _frames(self, watched: _Watched, data: bytes) -> bool:
-        """Look at the frames from ``watched.scan``; ``data`` starts at ``watched.start``."""
-        position = watched.scan - watched.start
+    def _take_in(self, watched: _Watched) -> bool:
+        """Read what the socket holds into ``wire.held``, within bounds; False if it broke."""
+        wire = watched.wire
+        room = min(HOLD_PER_CONNECTION - len(wire.held), HOLD_IN_ALL - self._held)
+        if room > 0 and watched.protocol is not None and not wire.held:
+            self._holding.append(watched)
+        while room > 0:
+            try:
+                data = socket.socket.recv(wire, min(room, READ_AT_ONCE))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return False  # what was held comes first; the loop then meets the error
+            if not data:
+                break  # the end of the stream: the loop meets it after what is held
+            wire.held += data
+            self._held += len(data)
+            room -= len(data)
+        return True
+
+    def _bytes(self, watched: _Watched, start: int, end: int) -> bytes:
+        """The connection's bytes from ``start`` to ``end`` (in its ``received`` count), from
+        those the loop had read but not parsed and those held for it."""
+        wire, out = watched.wire, b""
+        if start < wire.received:
+            out = watched.known[start - watched.start : min(end, wire.received) - watched.start]
+            start = wire.received
+        if start < end:
+            out += wire.held[start - wire.received : end - wire.received]
+        return out
+
+    def _frames(self, watched: _Watched) -> bool:
+        """Look at the frames from ``watched.scan`` on. True if it found new messages."""
+        available = watched.wire.received + len(watched.wire.held)
         new_messages = 0
         while True:
-            frame = _frame_at(data, position)
+            at = watched.scan
+            head = self._bytes(watched, at, min(at + CONTROL_FRAME_AT_MOST, available))
+            frame = _frame_at(head, available - at)
             if frame is None:
                 break
-            opcode, payload, end = frame
+            opcode, payload, length = frame
             if opcode == _PING and payload is not None:
                 if not self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload):
                     break  # the loop's output is half written: answer this ping next pass
@@ -400,8 +459,7 @@ class WireKeeper:
                 watched.protocol._received_pong = True  # the server's ping was answered in time
             elif opcode in (0x1, 0x2, 0x0):
                 new_messages += opcode != 0x0
-            position = end
-        watched.scan = watched.start + position
+            watched.scan = at + length
         if not new_messages:
             return False
         if watched.waiting is None:
@@ -463,31 +521,32 @@ def _switching(head: bytes) -> bytes:
     ).encode("latin-1")
 
 
-def _frame_at(data: bytes, at: int) -> tuple[int, bytes | None, int] | None:
-    """The client frame starting at ``data[at]``: opcode, unmasked payload (control frames
-    only) and where it ends; None if it is not all there yet (a data frame's header is enough)."""
-    if len(data) < at + 2:
+def _frame_at(head: bytes, available: int) -> tuple[int, bytes | None, int] | None:
+    """The client frame ``head`` starts (its first bytes, a control frame's payload included),
+    when ``available`` bytes from its start are in: opcode, unmasked payload (control frames
+    only) and its length on the wire; None if it is not all there yet."""
+    if len(head) < 2:
         return None
-    first, second = data[at], data[at + 1]
-    opcode, length, head = first & 0x0F, second & 0x7F, at + 2
+    first, second = head[0], head[1]
+    opcode, length, at = first & 0x0F, second & 0x7F, 2
     if length == 126:
-        if len(data) < head + 2:
+        if len(head) < at + 2:
             return None
-        length, head = struct.unpack_from("!H", data, head)[0], head + 2
+        length, at = struct.unpack_from("!H", head, at)[0], at + 2
     elif length == 127:
-        if len(data) < head + 8:
+        if len(head) < at + 8:
             return None
-        length, head = struct.unpack_from("!Q", data, head)[0], head + 8
-    mask_end = head + (4 if second & 0x80 else 0)
+        length, at = struct.unpack_from("!Q", head, at)[0], at + 8
+    mask_end = at + (4 if second & 0x80 else 0)
     end = mask_end + length
-    if opcode & 0x8:  # a control frame: its payload is needed, and it is small
-        if len(data) < end or length > 125:
-            return None
-        payload = data[mask_end:end]
-        if second & 0x80:
-            mask = data[head:mask_end]
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return opcode, payload, end
-    if len(data) < end:  # a message still arriving: count it once it is all in
+    if available < end:  # a message still arriving: count it once it is all in
         return None
-    return opcode, None, end
+    if not opcode & 0x8:
+        return opcode, None, end
+    if length > 125:  # not a valid control frame: the server's parser closes the connection
+        return None
+    payload = head[mask_end:end]
+    if second & 0x80:
+        mask = head[at:mask_end]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return opcode, payload, end
