@@ -27,6 +27,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from .conftest import Kernel, start_kernel
+from .npm_clients import node_modules, run_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -287,6 +288,38 @@ async def test_a_client_that_fills_the_socket_buffers_during_the_block_stays_con
         for number in range(count):
             assert await recv(ws) == f"{number + 1}:{number}:{chunk}"
         await nothing_more(ws)
+
+
+@pytest.mark.parametrize("transport", ["sockjs websocket", "raw websocket"])
+async def test_a_stomp_front_end_with_heart_beats_stays_connected_through_the_block(
+    notebook: Kernel, transport: str
+) -> None:
+    """codbex front ends (@stomp/stompjs, in Node) give up on a server silent for two
+    heart-beat periods (1 s here): the keeper sends the STOMP heart-beats meanwhile, and what
+    the client sent during the block is answered after it."""
+    modules = node_modules()
+    await run(notebook, "%websocket start --ping-interval 1 --ping-timeout 1")
+    url = await define_echo(notebook, "echo")
+    base = url.split("/websockets/")[0]
+    where = (
+        dict(url=f"{base}/stomp/websocket", raw=True)
+        if transport == "raw websocket"
+        else dict(url=base.replace("ws://", "http://") + "/stomp", transports=["websocket"])
+    )
+    front_end = asyncio.create_task(
+        run_client(
+            modules, **where, heartbeat=1000, delay=2500, texts=["during"], replies=2, timeout=25000
+        )
+    )
+    await asyncio.sleep(1.5)  # connected, and heart-beats going both ways
+    async with Block(notebook, SLEEP) as cell:
+        await cell.finished()
+    events = await asyncio.wait_for(front_end, WAIT + 10)
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "connected" and "reply" in kinds, events
+    assert kinds.index("reply") < kinds.index("closed") if "closed" in kinds else True, events
+    texts = [json.loads(event["body"])["text"] for event in events if event["event"] == "reply"]
+    assert texts[0].startswith("welcome ") and texts[1] == "1:during", events
 
 
 async def test_server_pings_do_not_drop_a_quiet_client_after_the_block(notebook: Kernel) -> None:

@@ -36,7 +36,7 @@ from .connection import Client
 from .listener import Listener
 from .protocol import EndpointProtocol
 from .registry import GOING_AWAY, RESERVED_PATHS, Endpoint, Registry
-from .wire import Waiting, WireKeeper
+from .wire import OpenConnection, Waiting, WireKeeper
 from .worker import EndpointThread
 
 __all__ = ["DEFAULT_HOST", "Limits", "Server", "ServerError"]
@@ -610,17 +610,26 @@ class Server:
 
     # -- the wire keeper's view of the server (see ws_notebook.wire) ----------------------------
 
-    def open_connections(self) -> list[tuple[Any, str, str]]:
-        """The open connections of the server's own loop: protocols, endpoint names and client
-        ids (from the keeper's thread, so a copy made while nothing changes them)."""
+    def open_connections(self) -> list[OpenConnection]:
+        """The open WebSocket connections of the server's own loop: its endpoints' clients, and
+        the SockJS/STOMP sessions with the heart-beat their clients expect (from the keeper's
+        thread, so a copy made while nothing changes them)."""
+        from .stomp_endpoints import websockets as stomp_websockets
+
         try:
             return [
-                (client._socket.ws_connection, endpoint.name, client.id)
-                for endpoint in list(self.registry)
-                for client in list(endpoint.clients.values())
-                if client._socket is not None
-                and client._socket.ws_connection is not None
-                and client._loop.asyncio_loop is self._loop
+                *(
+                    OpenConnection(client._socket.ws_connection, endpoint.name, client.id)
+                    for endpoint in list(self.registry)
+                    for client in list(endpoint.clients.values())
+                    if client._socket is not None
+                    and client._socket.ws_connection is not None
+                    and client._loop.asyncio_loop is self._loop
+                ),
+                *(
+                    OpenConnection(protocol, prefix, "", beat)
+                    for protocol, prefix, beat in stomp_websockets(self)
+                ),
             ]
         except RuntimeError:  # changed while copied: the loop runs again, nothing to keep
             return []

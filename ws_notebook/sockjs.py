@@ -123,6 +123,15 @@ class Session:
     def remote_ip(self) -> str:
         return self.request.remote_ip or ""
 
+    def keepalive(self) -> tuple[str, float] | None:
+        """The frame that keeps the client from giving up on a silent server, and how often
+        (seconds): the application's own heart-beat if it has one (a STOMP session's EOL, which
+        the client's STOMP layer sees), else SockJS's "h"."""
+        beat = getattr(self.listener, "beat", None)
+        if beat is not None:
+            return encode_messages([beat[0]]), beat[1]
+        return "h", self.service.heartbeat
+
     def send(self, message: str) -> None:
         """Queue a message; it goes out at once if a receiver is there."""
         if self.closed:
@@ -356,6 +365,18 @@ class Service:
     def close_all(self, code: int = 1001, reason: str = "server stopping") -> None:
         for session in list(self.live):
             session.close(code, reason)
+
+    def websockets(self) -> list[tuple[Any, tuple[str, float]]]:
+        """The WebSocket protocols of the sessions open on a WebSocket transport, each with its
+        keepalive (see :meth:`Session.keepalive`): for the thread that keeps the wire alive
+        while the loop is busy (:mod:`ws_notebook.wire`), which calls it from its own thread."""
+        found = []
+        for session in list(self.live):
+            socket = session.socket if isinstance(session, RawSession) else session._receiver
+            keepalive = session.keepalive()
+            if isinstance(socket, _WebSocket) and socket.ws_connection and keepalive:
+                found.append((socket.ws_connection, keepalive))
+        return found
 
     def _check_alive(self) -> None:
         self._watch = None
@@ -704,6 +725,9 @@ class RawSession(Session):
     def send(self, message: str | bytes) -> None:
         if not self.closed:
             self.socket.send_text(message)
+
+    def keepalive(self) -> tuple[str, float] | None:
+        return getattr(self.listener, "beat", None)  # no SockJS frames: the application's only
 
     def close(self, code: int = 3000, reason: str = "Go away!") -> None:
         if self.closed:

@@ -314,6 +314,9 @@ class StompSession:
         self._message_ids = itertools.count(1)
         self._last_in = time.monotonic()
         self._timers: list[asyncio.TimerHandle] = []
+        # The heart-beat this server sends, once agreed: what and how often (seconds), so that
+        # the thread keeping the wire alive while the kernel is busy sends it too (see wire.py).
+        self.beat: tuple[str, float] | None = None
         if connect_timeout:  # a connection that never says CONNECT does not hold a session
             loop = asyncio.get_running_loop()
             self._timers.append(
@@ -532,18 +535,21 @@ class StompSession:
                 self.transport.send("\n")  # a heart-beat: an EOL
                 self._timers.append(loop.call_later(every, beat))
 
+            self.beat = ("\n", every)
             self._timers.append(loop.call_later(every, beat))
         if client_sends and server_wants:
             every = max(client_sends, server_wants) / 1000
 
-            def check() -> None:
+            def check(due: float) -> None:
                 silent = time.monotonic() - self._last_in
-                if silent > 2 * every:
+                if silent > 2 * every and loop.time() - due < every:
                     self.close(GOING_AWAY, f"no heart-beat from the client for {silent:.1f} s")
-                else:
-                    self._timers.append(loop.call_later(every, check))
+                    return
+                # Checked again later; also when the check itself ran late: the loop was busy
+                # (a cell blocked the kernel), and the client's beats may still be unread.
+                self._timers.append(loop.call_later(every, check, loop.time() + every))
 
-            self._timers.append(loop.call_later(every, check))
+            self._timers.append(loop.call_later(every, check, loop.time() + every))
 
     def _send(self, frame: Frame) -> Any:
         frame.require("destination")

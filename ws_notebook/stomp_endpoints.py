@@ -61,6 +61,7 @@ TOPIC = "/topic/messages/"
 JSON = "application/json"
 
 _brokers: weakref.WeakKeyDictionary[Server, Broker] = weakref.WeakKeyDictionary()
+_services: weakref.WeakKeyDictionary[Server, list[Service]] = weakref.WeakKeyDictionary()
 _watched: weakref.WeakSet[Registry] = weakref.WeakSet()
 _close_tasks: set[asyncio.Future] = set()
 # The STOMP client whose message a handler is answering: replies say its "from".
@@ -105,7 +106,18 @@ def routes(server: Server) -> list[tuple[str, Any, dict[str, Any]]]:
         )
         for prefix in PREFIXES
     ]
+    _services[server] = services
     return [route for service in services for route in service.routes()]
+
+
+def websockets(server: Server) -> list[tuple[Any, str, tuple[str, float]]]:
+    """The server's SockJS and STOMP sessions open on a WebSocket: protocol, prefix, keepalive
+    (for the wire keeper; see ``Service.websockets``)."""
+    return [
+        (protocol, service.prefix, keepalive)
+        for service in _services.get(server, ())
+        for protocol, keepalive in service.websockets()
+    ]
 
 
 def _handler_error(endpoint: Endpoint, event: Event) -> None:

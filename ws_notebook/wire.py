@@ -47,11 +47,11 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tornado.ioloop import IOLoop
 
-__all__ = ["KeptServer", "Waiting", "WireKeeper", "WireSocket"]
+__all__ = ["KeptServer", "OpenConnection", "Waiting", "WireKeeper", "WireSocket"]
 
 logger = logging.getLogger("ws_notebook")
 
@@ -181,6 +181,17 @@ class Waiting:
     since: float = field(default_factory=time.time)
 
 
+class OpenConnection(NamedTuple):
+    """A connection the keeper minds while the loop is stalled."""
+
+    protocol: Any  # its EndpointProtocol
+    endpoint: str  # the endpoint's name (or the SockJS prefix) and the client's id, for reports
+    client: str
+    # A text message its client expects at least this often (seconds) from a live server, as a
+    # STOMP heart-beat: the keeper sends it while the loop cannot.
+    beat: tuple[str, float] | None = None
+
+
 @dataclass
 class _Watched:
     """What the keeper knows of one connection during a stall."""
@@ -194,6 +205,8 @@ class _Watched:
     start: int = 0  # where ``known`` starts, in the socket's ``received`` count
     scan: int = 0  # where the next frame not looked at starts, same count
     seen: int = 0  # the socket's ``received`` when the keeper began to watch it
+    beat: tuple[bytes, float] | None = None  # a keepalive frame to send, and how often
+    next_beat: float = 0.0  # when to send it next (monotonic)
     waiting: Waiting | None = None
     address: Any = None  # of a connection the keeper accepted
 
@@ -201,8 +214,8 @@ class _Watched:
 class KeptServer(Protocol):
     """What the keeper asks of the server (``Server`` has these)."""
 
-    def open_connections(self) -> list[tuple[Any, str, str]]:
-        """The open connections of the stalled loop: ``(protocol, endpoint name, client id)``."""
+    def open_connections(self) -> list[OpenConnection]:
+        """The open connections of the stalled loop."""
 
     def divert(self, head: bytes, sock: socket.socket, address: Any) -> bool:
         """Hand a new connection to the loop of a threaded endpoint, if it is for one."""
@@ -312,13 +325,20 @@ class WireKeeper:
             self.server.report_waiting(waiting)
 
     def _watch_open_connections(self) -> None:
-        for protocol, endpoint, client in self.server.open_connections():
+        stalled_at = self.beat  # monotonic
+        for protocol, endpoint, client, beat in self.server.open_connections():
             stream = getattr(protocol, "stream", None)
             wire = getattr(stream, "socket", None)
             if not isinstance(wire, WireSocket):
                 continue  # TLS, or already closed
             with wire.lock:
                 watched = _Watched(wire, endpoint, client, protocol, stream, seen=wire.received)
+                if beat is not None:
+                    # Its last beat went out at most one period before the stall; its client
+                    # gives up after two silent periods: the first from here goes at half of one.
+                    text, every = beat
+                    watched.beat = (_text_frame(text), every)
+                    watched.next_beat = stalled_at + every / 2
                 if self._known_bytes(watched):
                     self._watched[wire.fileno()] = watched
                     self._held += len(wire.held)
@@ -379,6 +399,10 @@ class WireKeeper:
             if not self._take_in(watched):
                 self._watched.pop(wire.fileno(), None)
                 return False
+            if watched.beat is not None and time.monotonic() >= watched.next_beat:
+                frame, every = watched.beat
+                if self._write(watched, frame):
+                    watched.next_beat += every
             return self._frames(watched)
 
     def _handshake(self, watched: _Watched) -> bool:
@@ -493,7 +517,7 @@ class WireKeeper:
         away while its loop is stalled, so the server cannot say it itself."""
         code_and_reason = struct.pack("!H", GOING_AWAY) + reason.encode()[:123]
         frame = bytes((0x88, len(code_and_reason))) + code_and_reason
-        for protocol, endpoint, client in self.server.open_connections():
+        for protocol, endpoint, client, _ in self.server.open_connections():
             wire = getattr(getattr(protocol, "stream", None), "socket", None)
             if not isinstance(wire, WireSocket):
                 continue
@@ -503,6 +527,13 @@ class WireKeeper:
                     protocol.server_terminated = True
                     with contextlib.suppress(OSError):
                         wire.shutdown(socket.SHUT_WR)
+
+
+def _text_frame(text: str) -> bytes:
+    """A short text message, framed as a server sends it."""
+    payload = text.encode()
+    assert len(payload) < 126, "a keepalive is short"
+    return bytes((0x81, len(payload))) + payload
 
 
 def _switching(head: bytes) -> bytes:

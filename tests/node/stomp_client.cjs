@@ -7,7 +7,8 @@
 // ("stompjs": @stomp/stompjs 7, "stomp.js": stomp.js 2.3.3, as the platform ships), transports
 // (sockjs-client's option: ["websocket"], ["xhr-streaming"], ...), raw (a plain WebSocket with the
 // STOMP subprotocols), replies (how many to wait for; default: one per text), send (a raw frame
-// body to send instead, as [destination, body]).
+// body to send instead, as [destination, body]), heartbeat (ms, both ways; default: the library's),
+// delay (ms between connecting and sending).
 //
 // Prints one JSON line per event: connected (version, transport), reply (destination, body),
 // stomp-error (message, body), closed (code), done; exits 0 once the replies came and the client
@@ -56,18 +57,22 @@ function modern() {
     webSocketFactory: openSocket,
     reconnectDelay: 0,
     connectHeaders: options.connectHeaders || {},
+    ...(options.heartbeat ? { heartbeatIncoming: options.heartbeat, heartbeatOutgoing: options.heartbeat } : {}),
     onConnect: (frame) => {
       print("connected", { version: frame.headers.version, transport: transportName() });
       const done = () => client.deactivate().then(() => print("done"));
       client.subscribe(replyQueue, (message) => received(message, done));
       client.subscribe(`/user/queue/errors/${endpoint}`, (message) => received(message, done));
-      if (options.send) {
-        client.publish({ destination: options.send[0], body: options.send[1] });
-      }
-      for (const text of texts) {
-        client.publish({ destination, body: JSON.stringify({ from: options.from || "node", text }) });
-      }
-      if (wanted === 0) done();
+      const send = () => {
+        if (options.send) {
+          client.publish({ destination: options.send[0], body: options.send[1] });
+        }
+        for (const text of texts) {
+          client.publish({ destination, body: JSON.stringify({ from: options.from || "node", text }) });
+        }
+        if (wanted === 0) done();
+      };
+      setTimeout(send, options.delay || 0);
     },
     onStompError: (frame) => print("stomp-error", { message: frame.headers.message, body: frame.body }),
     onWebSocketClose: (event) => {
