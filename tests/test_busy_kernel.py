@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import contextlib
 import contextvars
 import functools
 import json
 import queue
+import re
 import signal
 import textwrap
 import threading
@@ -320,6 +322,52 @@ async def test_a_stomp_front_end_with_heart_beats_stays_connected_through_the_bl
     assert kinds.index("reply") < kinds.index("closed") if "closed" in kinds else True, events
     texts = [json.loads(event["body"])["text"] for event in events if event["event"] == "reply"]
     assert texts[0].startswith("welcome ") and texts[1] == "1:during", events
+
+
+async def _frames_until(reader: asyncio.StreamReader, text: bytes) -> list[tuple[int, bytes]]:
+    """Server frames (opcode, payload) read until a text frame whose payload starts so."""
+    frames: list[tuple[int, bytes]] = []
+    while not frames or not (frames[-1][0] == 0x1 and frames[-1][1].startswith(text)):
+        first, length = await asyncio.wait_for(reader.readexactly(2), WAIT)
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        frames.append((first & 0x0F, await reader.readexactly(length)))
+    return frames
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+
+
+async def test_a_ping_answered_during_the_block_is_not_answered_again_after_it(
+    notebook: Kernel,
+) -> None:
+    """One pong per ping: the server, reading the ping after the block, knows the keeper
+    answered it. Raw frames, to count the pongs."""
+    url = await define_echo(notebook, "echo")
+    host, port, path = re.fullmatch(r"ws://([^:/]+):(\d+)(/.*)", url).groups()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        await _frames_until(reader, b"welcome ")
+        async with Block(notebook, SLEEP) as cell:
+            writer.write(_masked(0x9, b"during"))
+            first = await asyncio.wait_for(reader.readexactly(8), 3)
+            assert first == bytes((0x8A, 6)) + b"during", first  # the keeper's pong, in time
+            await cell.finished()
+        writer.write(_masked(0x9, b"after") + _masked(0x1, b"hi"))
+        frames = await _frames_until(reader, b"1:hi")
+        assert frames == [(0xA, b"after"), (0x1, b"1:hi")], frames
+    finally:
+        writer.close()
 
 
 async def test_server_pings_do_not_drop_a_quiet_client_after_the_block(notebook: Kernel) -> None:

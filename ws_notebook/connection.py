@@ -20,6 +20,8 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from .wire import WireStream
+
 if TYPE_CHECKING:
     from .registry import Endpoint
 
@@ -312,9 +314,9 @@ class Client:
         """
         whole = len(wire) == 1
         sent = 0
-        if stream.__class__ is IOStream and not stream.writing():
+        if stream.__class__ is WireStream and not stream.writing():
             try:
-                sent = stream.socket.send(wire[0]) if whole else stream.socket.sendmsg(wire)
+                sent = stream.send_now(wire)
             except OSError:  # would block, or failed: the stream's own write handles it below
                 sent = 0
             if sent == (len(wire[0]) if whole else len(wire[0]) + len(wire[1])):

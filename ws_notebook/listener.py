@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from .wire import HEAD_AT_MOST, WireSocket
+from .wire import HEAD_AT_MOST, WireSocket, WireStream
 
 __all__ = ["Listener"]
 
@@ -57,8 +57,15 @@ class Listener(HTTPServer):
             _HeadWait(connection, address, self)
 
     def handle_here(self, connection: socket.socket, address: Any) -> None:
-        """Serve the connection on this loop, as Tornado does."""
-        super()._handle_connection(connection, address)
+        """Serve the connection on this loop, as Tornado does, with a :class:`WireStream` for a
+        :class:`WireSocket` (Tornado's ``TLS`` streams are its own)."""
+        if not isinstance(connection, WireSocket):
+            super()._handle_connection(connection, address)
+            return
+        stream = WireStream(
+            connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size
+        )
+        self.handle_stream(stream, address)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:

@@ -202,6 +202,9 @@ class EndpointProtocol(WebSocketProtocol13):
             return self._text_message(data)
         if opcode == OPCODE_CLOSE:
             return self._close_frame(data)
+        if opcode == OPCODE_PING and self.frame_end <= getattr(self.stream.socket, "ponged", 0):
+            self.handler.on_ping(data)  # the wire keeper answered it while the loop was busy
+            return None
         return super()._handle_message(opcode, data)
 
     def _text_message(self, data: bytes) -> Any:

@@ -45,13 +45,13 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 
-__all__ = ["KeptServer", "OpenConnection", "Waiting", "WireKeeper", "WireSocket"]
+__all__ = ["KeptServer", "OpenConnection", "Waiting", "WireKeeper", "WireSocket", "WireStream"]
 
 logger = logging.getLogger("ws_notebook")
 
@@ -71,11 +71,11 @@ GOING_AWAY = 1001
 class WireSocket(socket.socket):
     """A connection's socket, shared by the loop and the keeper.
 
-    The loop's reads and writes take ``lock`` and count what was read, so the keeper can look
-    at a consistent position and write a frame only between two of the loop's. ``held`` is what
-    the keeper took in while the loop was stalled: the loop's reads get it before the socket's
-    bytes. ``answered`` is set when the keeper answered the handshake: the server's own answer
-    is then not sent again.
+    The loop reads and writes through a :class:`WireStream`, which takes ``lock`` and counts
+    what was read, so the keeper can look at a consistent position and write a frame only
+    between two of the loop's. ``held`` is what the keeper took in while the loop was stalled:
+    the loop's reads get it before the socket's bytes. ``answered`` is set when the keeper
+    answered the handshake: the server's own answer is then not sent again.
     """
 
     @classmethod
@@ -90,60 +90,41 @@ class WireSocket(socket.socket):
         self.received = 0  # bytes the loop has read
         self.held = bytearray()  # bytes the keeper took in for the loop: they come next
         self.half_sent = False  # the loop's last send did not take all it was given
+        self.ponged = 0  # where the last ping the keeper answered ends: not answered again
         self.unsent = b""  # the end of a keeper's frame the socket did not take: goes first
         self.touched = False  # the loop has used the socket (the keeper leaves its handshake)
         self.answered = False  # the keeper sent "101 Switching Protocols"
         self.refused: str | None = None  # the server refused what the keeper had accepted
         self.waited: Waiting | None = None  # messages that came before the server opened it
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        with self.lock:
-            self.touched = True
-            if self.held:
-                count = min(len(self.held), nbytes or len(buffer))
-                memoryview(buffer)[:count] = self.held[:count]
-                del self.held[:count]
-            else:
-                count = super().recv_into(buffer, nbytes, flags)
-            self.received += count
-            return count
+    @property
+    def keeper_wrote(self) -> bool:
+        """The keeper wrote something the loop's next write must come after or replace."""
+        return bool(self.unsent) or self.answered or self.refused is not None
 
-    def send(self, data: Any, flags: int = 0) -> int:
-        with self.lock:
-            return self._send(data, flags)
-
-    def sendmsg(self, buffers: Iterable[Any], *args: Any) -> int:
-        buffers = list(buffers)
-        with self.lock:
-            if self.unsent or self.answered or self.refused is not None:
-                return self._send(b"".join(buffers))  # only around a keeper's frame: rare
-            self.touched = True
-            sent = super().sendmsg(buffers, *args)
-            self.half_sent = sent < sum(map(len, buffers))
-            return sent
-
-    def _send(self, data: Any, flags: int = 0) -> int:
+    def write_after_keeper(self, data: Any) -> int:
+        """The loop's write when ``keeper_wrote`` (with ``lock`` held): rare, so not fast."""
         self.touched = True
         if self.unsent and not self._send_unsent():
             return 0  # the stream tries again when the socket is writable
         if self.answered:
-            return self._instead_of_answer(data, flags)
+            return self._instead_of_answer(data)
         if self.refused is not None:
             return len(data)  # the rest of a refusal the client can no longer read
-        sent = super().send(data, flags)
+        sent = self.send(data)
         self.half_sent = sent < len(data)
         return sent
 
     def _send_unsent(self) -> bool:
         """Send what is left of the keeper's frame; True once it is all out."""
         try:
-            sent = super().send(self.unsent)
+            sent = self.send(self.unsent)
         except BlockingIOError:
             return False
         self.unsent = self.unsent[sent:]
         return not self.unsent
 
-    def _instead_of_answer(self, data: Any, flags: int) -> int:
+    def _instead_of_answer(self, data: Any) -> int:
         """The server's handshake answer, when the keeper already sent one: not sent twice.
 
         The answer is the first thing the server writes. If it is not a 101 (the endpoint went
@@ -154,7 +135,7 @@ class WireSocket(socket.socket):
         end = data.find(b"\r\n\r\n")
         if end < 0:  # not a whole response head: write what comes as the server sends it
             self.answered = False
-            return super().send(data, flags)
+            return self.send(data)
         self.answered = False
         status = data[: data.find(b"\r\n")].decode("latin-1")
         if " 101 " not in status + " ":
@@ -162,13 +143,71 @@ class WireSocket(socket.socket):
             reason = f"the server refused after all: {status}"[:123].encode()
             frame = bytes((0x88, 2 + len(reason))) + struct.pack("!H", 1008) + reason
             with contextlib.suppress(OSError):
-                super().send(frame)
+                self.send(frame)
                 self.shutdown(socket.SHUT_RDWR)  # the server would wait for another request
             return len(data)
         rest = data[end + 4 :]
         if not rest:
             return len(data)
-        return end + 4 + super().send(rest, flags)
+        return end + 4 + self.send(rest)
+
+
+class WireStream(IOStream):
+    """The stream of a :class:`WireSocket`: the loop's reads and writes, under its lock.
+
+    These replace Tornado's own ``read_from_fd``/``write_to_fd`` (one Python call each, as
+    before), and ``send_now`` is the way around the stream's buffer that ``Client`` takes for a
+    frame nothing waits before: the socket's C methods stay on the hot path.
+    """
+
+    socket: WireSocket
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        wire = self.socket
+        with wire.lock:
+            wire.touched = True
+            try:
+                if wire.held:
+                    count = min(len(wire.held), len(buf))
+                    buf[:count] = wire.held[:count]
+                    del wire.held[:count]
+                else:
+                    count = wire.recv_into(buf, len(buf))
+            except BlockingIOError:
+                return None
+            finally:
+                del buf  # as Tornado does: no reference to its buffer is kept
+            wire.received += count
+            return count
+
+    def write_to_fd(self, data: memoryview) -> int:
+        wire = self.socket
+        with wire.lock:
+            try:
+                if wire.keeper_wrote:
+                    return wire.write_after_keeper(data)
+                wire.touched = True
+                sent = wire.send(data)
+                wire.half_sent = sent < len(data)
+                return sent
+            finally:
+                del data
+
+    def send_now(self, frame: tuple[bytes, ...]) -> int:
+        """Write a frame's parts straight to the socket (the caller checked that nothing is
+        queued before them); how many bytes it took. Raises ``BlockingIOError`` as ``send``."""
+        wire = self.socket
+        with wire.lock:
+            if wire.keeper_wrote:
+                return wire.write_after_keeper(b"".join(frame))
+            wire.touched = True
+            if len(frame) == 1:
+                sent = wire.send(frame[0])
+                wire.half_sent = sent < len(frame[0])
+            else:
+                sent = wire.sendmsg(frame)
+                wire.half_sent = sent < len(frame[0]) + len(frame[1])
+            return sent
 
 
 @dataclass
@@ -479,6 +518,7 @@ class WireKeeper:
             if opcode == _PING and payload is not None:
                 if not self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload):
                     break  # the loop's output is half written: answer this ping next pass
+                watched.wire.ponged = at + length
             elif opcode == _PONG and watched.protocol is not None:
                 watched.protocol._received_pong = True  # the server's ping was answered in time
             elif opcode in (0x1, 0x2, 0x0):

@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.web import Application
+
+from .listener import Listener
 
 __all__ = ["EndpointThread"]
 
@@ -37,7 +38,7 @@ class EndpointThread:
         self._http_options = http_options
         self._ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._http: HTTPServer | None = None
+        self._http: Listener | None = None
         self._thread = threading.Thread(target=self._run, name="ws_notebook endpoints", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -46,7 +47,7 @@ class EndpointThread:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
-        self._http = HTTPServer(self._application, **self._http_options)
+        self._http = Listener(self._application, **self._http_options)
         self._ready.set()
         try:
             loop.run_forever()
