@@ -253,7 +253,7 @@ def test_unknown_property_without_close_match_lists_the_known_ones() -> None:
     ]
     assert Descriptor.from_json(with_(version=2)).warnings == (
         "version: unknown property, ignored (expected one of location, handler, endpoint, "
-        "description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+        "description, createdBy, createdAt, engine, updatedBy, updatedAt, uri)",
     )
 
 
@@ -584,7 +584,7 @@ def test_an_unknown_property_is_not_read_so_its_surrogate_does_not_matter(tmp_pa
     assert read == Descriptor.from_json(EXAMPLE)
     assert read.warnings == (
         "colour: unknown property, ignored (expected one of location, handler, endpoint, "
-        "description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+        "description, createdBy, createdAt, engine, updatedBy, updatedAt, uri)",
     )
 
 

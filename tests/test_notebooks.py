@@ -18,6 +18,14 @@ EXPECTED = {
         "the notebook says hello too",
     ],
     "live-data": ["history on connect:", "live: {'n':", "points sent"],
+    # its own demo feed here; tests/test_outbound.py runs it against a websockets server
+    "outbound-feed": [
+        "first message: hello",
+        'echo:{"subscribe": "ticks"}',
+        "echo:ping from the notebook",
+        "handlers updated in place",
+        "feed: closed",
+    ],
     "codbex-project": [
         "Hello c",
         "my-websocket received: hello codbex",

@@ -12,6 +12,11 @@ From plain Python (inside a running asyncio loop)::
 
     import ws_notebook
     ws_notebook.serve("echo", {"on_message": lambda message, client: client.send(message)})
+
+and the other way round, a connection to another server with the same handlers
+(``create_websocket`` is the same, see :mod:`ws_notebook.outbound`)::
+
+    feed = ws_notebook.connect("wss://example.org/feed", {"on_message": print}, reconnect=True)
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -49,6 +54,14 @@ from .connection import Client, ConnectionClosed
 from .descriptor import Descriptor, DescriptorError
 from .events import Event, EventLog
 from .handlers import HandlerError, Handlers
+from .outbound import (
+    ConnectError,
+    OutboundClient,
+    OutboundConnection,
+    Reconnect,
+    connect,
+    create_websocket,
+)
 from .project import ProjectError
 from .registry import Endpoint, EventContext, Registry, UnknownEndpoint
 from .server import Limits, Server, ServerError
@@ -60,6 +73,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "Client",
+    "ConnectError",
     "ConnectionClosed",
     "Descriptor",
     "DescriptorError",
@@ -70,7 +84,10 @@ __all__ = [
     "HandlerError",
     "Handlers",
     "Limits",
+    "OutboundClient",
+    "OutboundConnection",
     "ProjectError",
+    "Reconnect",
     "Registry",
     "Server",
     "ServerError",
@@ -79,7 +96,9 @@ __all__ = [
     "client",
     "client_by_handler",
     "clients",
+    "connect",
     "context",
+    "create_websocket",
     "default_server",
     "endpoint",
     "endpoints",

@@ -235,6 +235,10 @@ def going_away(reason: str) -> None:
     """
     if _server is not None and _server.running:
         _server.going_away(reason)
+    elif _server is not None:  # outbound connections need no server running: close them here
+        from .outbound import going_away as close_outbound
+
+        close_outbound(_server.registry, reason)
 
 
 def reset() -> None:
@@ -397,7 +401,9 @@ def load_descriptor(
     if not watch:
         loaded = load_project(path)
         start(host, port)
-        return [mount(item.descriptor, item.handlers).endpoint for item in loaded]
+        mounted = [mount(item.descriptor, item.handlers).endpoint for item in loaded]
+        _connect_outbound(mounted)
+        return mounted
     key = Path(path).resolve()
     unwatch(key)
     watcher = ProjectWatcher(registry, path)
@@ -407,7 +413,18 @@ def load_descriptor(
     _watchers[key] = watcher
     for item in loaded:
         _stopped.pop(item.descriptor.endpoint, None)
-    return [registry.get(item.descriptor.endpoint) for item in loaded]
+    mounted = [registry.get(item.descriptor.endpoint) for item in loaded]
+    _connect_outbound(mounted)
+    return mounted
+
+
+def _connect_outbound(endpoints: list[Endpoint]) -> None:
+    """Open the connections of the descriptors with a ``uri`` (see ``ws_notebook.outbound``)."""
+    from .outbound import open_mounted
+
+    for found in endpoints:
+        if found.descriptor.uri:
+            open_mounted(found)
 
 
 def unwatch(path: str | Path | None = None) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import api, output
+from . import api, outbound, output
 from .descriptor import PLATFORM_FIELDS
 from .events import Event, EventLog
 from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
@@ -435,7 +435,13 @@ async def _run(
         base,
     )
     for endpoint in registry:
-        logger.info("%s: %s", endpoint.name, server.url(endpoint.name))
+        if endpoint.descriptor.uri:  # an outbound connection: see ws_notebook.outbound
+            outbound.open_mounted(endpoint)
+            logger.info(
+                "%s: connecting to %s", endpoint.name, outbound.shown(endpoint.descriptor.uri)
+            )
+        else:
+            logger.info("%s: %s", endpoint.name, server.url(endpoint.name))
     token = getattr(server, "token", None)
     if args.token == "auto" and token:
         # The only place the generated token is shown: stdout, never the log on stderr.

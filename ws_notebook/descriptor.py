@@ -10,6 +10,10 @@ any other unknown property is a warning, ``null`` for an optional string means "
 leading ``/`` in ``endpoint`` is dropped with a warning, and a missing ``createdBy`` is
 ``SYSTEM``. ``strict=True`` applies the schema as it is written (six properties, no more), as
 ``ws-notebook validate --strict`` does.
+
+ws_notebook extends the format with one field of its own, read as the platform's are: ``uri``
+(a ``ws://`` or ``wss://`` URI) makes the descriptor an outbound connection, whose handler
+drives a WebSocket opened to that server (see :mod:`ws_notebook.outbound`).
 """
 
 from __future__ import annotations
@@ -124,10 +128,16 @@ def _platform_properties() -> dict[str, Any]:
 
 
 @cache
+def _extension_properties() -> dict[str, Any]:
+    """ws_notebook's own fields (``uri``: an outbound connection), read as the platform's are."""
+    return descriptor_schema()["$defs"]["wsNotebookProperties"]["properties"]
+
+
+@cache
 def _known(strict: bool) -> list[str]:
     """The property names a descriptor may have, in the order they are listed."""
     names = list(descriptor_schema()["properties"])
-    return names if strict else names + list(_platform_properties())
+    return names if strict else names + list(_platform_properties()) + list(_extension_properties())
 
 
 @cache
@@ -144,7 +154,8 @@ def _validator(strict: bool = True) -> jsonschema.protocols.Validator:
 
     schema = descriptor_schema()
     if not strict:
-        schema = dict(schema, properties=schema["properties"] | _platform_properties())
+        extra = _platform_properties() | _extension_properties()
+        schema = dict(schema, properties=schema["properties"] | extra)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     checker = jsonschema.FormatChecker(formats=())
@@ -159,6 +170,11 @@ def _endpoint_pattern() -> re.Pattern[str]:
 
 def _unknown(name: str, known: list[str], what: str = "unknown property") -> str:
     """``name: unknown property (did you mean ...?)``, with the closest known name if any."""
+    if name in _extension_properties() and name not in known:  # strict
+        return (
+            f"{name}: not in the strict schema (ws_notebook's extension for an outbound "
+            "connection; read without --strict, it is kept)"
+        )
     if name in _platform_properties() and name not in known:  # strict
         return (
             f"{name}: not in the strict schema (a field the platform itself writes; read "
@@ -187,6 +203,8 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
         return [f"{name}: {_shown(instance)} is not a string"]
     if name == "endpoint" and error.validator == "pattern":
         return [f"endpoint: {instance!r} is not a valid endpoint name ({ENDPOINT_NAME_HINT})"]
+    if name == "uri" and error.validator == "pattern":
+        return [f"uri: {instance!r} is not a ws:// or wss:// URI"]
     if error.validator == "minLength":
         return [f"{name}: must not be empty"]
     if error.validator == "format":
@@ -307,6 +325,8 @@ class Descriptor:
     updated_by: str = ""
     updated_at: str = ""
     declared_location: str = ""
+    # ws_notebook's extension: the server an outbound connection connects to (ws://, wss://).
+    uri: str = ""
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @classmethod
@@ -375,6 +395,7 @@ class Descriptor:
             engine=data.get("engine", ""),
             updated_by=data.get("updatedBy", ""),
             updated_at=data.get("updatedAt", ""),
+            uri=data.get("uri", ""),
             warnings=tuple(warnings),
         )
 
@@ -391,6 +412,7 @@ class Descriptor:
             "engine": self.engine,
             "updatedBy": self.updated_by,
             "updatedAt": self.updated_at,
+            "uri": self.uri,
         }
         return {name: value for name, value in properties.items() if value}
 

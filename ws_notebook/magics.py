@@ -105,6 +105,19 @@ def _cell_parser() -> MagicArgumentParser:
         help="the cell is JavaScript: a codbex handler module (export function "
         "onMessage(message, from) or exports.onMessage = ...), run in V8",
     )
+    parser.add_argument(
+        "--connect",
+        metavar="URI",
+        default=None,
+        help="an outbound connection: the handlers drive a WebSocket this kernel opens to URI "
+        "(ws:// or wss://), as codbex's createWebsocket does",
+    )
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="with --connect: reconnect when the connection drops or fails, with exponential "
+        "backoff and jitter",
+    )
     return parser
 
 
@@ -115,6 +128,15 @@ def _last_wait(last: tuple[int, float, float] | None) -> str:
     messages, seconds, ended = last
     plural = "s" if messages != 1 else ""
     return f"{messages} message{plural}, {seconds:.1f} s (at {clock(ended)})"
+
+
+def _address(server: Any, endpoint: Any) -> str:
+    """Where an endpoint is served, or where its outbound connection goes and how it is."""
+    if endpoint.outbound is not None:
+        from .outbound import shown
+
+        return f"{shown(endpoint.outbound.uri)} ({endpoint.outbound.state})"
+    return server.url(endpoint.name) if server.running else "(stopped)"
 
 
 def _line_parser() -> MagicArgumentParser:
@@ -347,6 +369,11 @@ class WebSocketMagics(Magics):
             description=args.description,
             created_by=args.created_by,
         )
+        if args.connect is not None:
+            self._connect(args, descriptor.replace(uri=args.connect), handlers)
+            return
+        if args.reconnect:
+            raise UsageError("%%websocket: --reconnect goes with --connect URI")
         try:
             server = api.start(args.host, args.port)  # first: a busy port must not mount it
             mounted = api.mount(
@@ -376,6 +403,32 @@ class WebSocketMagics(Magics):
         if args.panel:
             display(EndpointPanel(args.name, origin=where))
 
+    def _connect(self, args: Any, descriptor: Descriptor, handlers: Handlers) -> None:
+        """``--connect URI``: open (or keep, with the new handlers) an outbound connection."""
+        from . import outbound
+
+        current = api.default_server().registry.find(args.name)
+        kept = current.outbound if current is not None else None
+        try:
+            connection = outbound.connect_endpoint(
+                descriptor, handlers, log_capacity=args.log_capacity, reconnect=args.reconnect
+            )
+        except (ValueError, TypeError) as error:
+            handlers.release()
+            raise UsageError(f"%%websocket: {error}") from None
+        connection.endpoint.output = _cell_output(self.shell)
+        defined = ", ".join(handlers.defined) or "none"
+        where = outbound.shown(connection.uri)
+        if connection is kept:
+            print(
+                f"{args.name}: handlers updated in place ({defined}); the connection to {where} "
+                f"is kept ({connection.state})"
+            )
+        else:
+            print(f"{args.name}: connecting to {where} (handlers: {defined})")
+        if args.panel:
+            display(EndpointPanel(args.name, origin=descriptor.location))
+
     def _cell_reference(self) -> str:
         """Where a cell's endpoint comes from: its Jupyter cell id when the front end sends one."""
         get_parent = getattr(self.shell, "get_parent", None)
@@ -403,7 +456,8 @@ class WebSocketMagics(Magics):
         rows = [
             (
                 e.name,
-                server.url(e.name) if server.running else "(stopped)",
+                e.direction,
+                _address(server, e),
                 len(e.clients),
                 f"{e.messages_in} in / {e.messages_out} out",
                 "own thread" if e.threaded else "kernel",
@@ -417,6 +471,7 @@ class WebSocketMagics(Magics):
         ]
         columns = [
             "endpoint",
+            "direction",
             "url",
             "clients",
             "messages",
@@ -514,7 +569,11 @@ class WebSocketMagics(Magics):
             where = descriptor.location or args.path
             if descriptor.declared_location:
                 where += f"; the file says location {descriptor.declared_location}"
-            print(f"{endpoint.name}: serving at {api.url(endpoint.name)} (from {where})")
+            if endpoint.outbound is not None:
+                going = f"connecting to {endpoint.outbound.uri_shown}"
+            else:
+                going = f"serving at {api.url(endpoint.name)}"
+            print(f"{endpoint.name}: {going} (from {where})")
             for warning in descriptor.warnings:
                 print(f"warning: {descriptor.location}: {warning}", file=sys.stderr)
         if args.watch:

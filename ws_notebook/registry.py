@@ -162,10 +162,18 @@ class Endpoint:
         # The latest messages that waited for a busy kernel: how many, how long, when it ended.
         self.last_wait: tuple[int, float, float] | None = None
         self.bus: Any = None  # a ws_notebook.broker.Broker: broadcasts reach other workers too
+        # A ws_notebook.outbound.OutboundConnection: this endpoint is a connection this process
+        # opened to another server (its descriptor's ``uri``), not one it serves.
+        self.outbound: Any = None
 
     @property
     def name(self) -> str:
         return self.descriptor.endpoint
+
+    @property
+    def direction(self) -> str:
+        """``"in"`` for a served endpoint, ``"out"`` for an outbound connection."""
+        return "in" if self.outbound is None else "out"
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name!r} {len(self.clients)} clients, handlers {self.handlers.defined}>"
@@ -213,6 +221,8 @@ class Endpoint:
         self.last_wait = (messages, seconds, stall_ended)
 
     def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
+        if self.outbound is not None:  # closed for good: it does not reconnect
+            self.outbound.close(code, reason)
         for client in list(self.clients.values()):
             client.close(code, reason)
 

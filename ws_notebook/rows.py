@@ -43,10 +43,11 @@ def payload(event: Event) -> str:
 
 
 def client_row(client: Client) -> list[str]:
+    outbound = getattr(client, "direction", "in") == "out"  # a connection this process opened
     return [
         client.id,
         client.endpoint,
-        client.remote_address,
+        f"out to {client.remote_address}" if outbound else client.remote_address,
         clock(client.opened_at),
         str(client.messages_in),
         str(client.messages_out),

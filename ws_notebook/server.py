@@ -169,11 +169,14 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         self.check_access()  # first: without the token, not even which endpoints exist
         name = self.path_args[-1]
         endpoint = self.server.registry.find(name)
-        if endpoint is None:
-            mounted = ", ".join(e.name for e in self.server.registry) or "none"
+        if endpoint is None or endpoint.outbound is not None:
+            mounted = ", ".join(e.name for e in self.server.registry if e.outbound is None)
+            outbound = " is an outbound connection of this server, not an endpoint it serves"
             raise HTTPError(
                 404,
-                f"no WebSocket endpoint {name!r} here (mounted: {mounted}; GET /websockets lists them)",
+                f"no WebSocket endpoint {name!r} here"
+                + (outbound if endpoint is not None else "")
+                + f" (mounted: {mounted or 'none'}; GET /websockets lists them)",
             )
         self.endpoint = endpoint
 
@@ -452,7 +455,8 @@ class Server:
         if self.refusal(headers.get("Authorization"), query, headers.get("Origin"), host):
             return None
         name = unquote(match[1])
-        return name if self.registry.find(name) is not None else None
+        endpoint = self.registry.find(name)
+        return name if endpoint is not None and endpoint.outbound is None else None
 
     @property
     def page_token(self) -> str:

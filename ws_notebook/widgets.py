@@ -358,6 +358,9 @@ class EndpointPanel(widgets.VBox):
             if url and api.proxy_installed()  # else that path leads nowhere
             else ""
         )
+        outbound = endpoints[0].outbound
+        if outbound is not None:  # a connection this kernel opened: where to, and how it is
+            status, url, proxied = f"outbound: {outbound.state}", outbound.uri_shown, ""
         details = " · ".join(
             html.escape(part)
             for part in (
