@@ -26,9 +26,11 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from . import api
 from .browser import KERNEL_WATCH_JS, STATIC_NOTE, with_static_html
+from .chart import TrafficChart
 from .events import LINE_KINDS, Event
 from .registry import Endpoint
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, clock, event_row, payload
+from .series import Counters
 from .wire import Waiting
 
 __all__ = ["EndpointPanel", "panels"]
@@ -205,6 +207,7 @@ class EndpointPanel(widgets.VBox):
         self.watch = KernelWatch()
         self.header = widgets.HTML()
         self.counters = widgets.HTML()
+        self.chart = TrafficChart()  # the last minutes' traffic, a point a second
         self.waiting = widgets.HTML()  # set from the wire keeper's thread while a cell blocks
         # Fixed heights that scroll, so the send box stays in view however much traffic comes.
         self.connections = widgets.HTML(layout={"max_height": "150px", "overflow": "auto"})
@@ -238,6 +241,7 @@ class EndpointPanel(widgets.VBox):
                 self.watch,
                 self.header,
                 self.counters,
+                self.chart,
                 self.waiting,
                 self.connections,
                 controls,
@@ -256,12 +260,14 @@ class EndpointPanel(widgets.VBox):
         self._timer = PeriodicCallback(self.refresh, interval * 1000)
         self._timer.start()
         self._server = api.default_server()
+        self._stall_seen = self._server.last_stall  # the last stall the chart was told of
         self._server.waiting_listeners.append(self._show_waiting)
         self.refresh()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget view, and a static snapshot (the header) for where it cannot show."""
-        snapshot = f"{self.header.value}<br><small>{html.escape(STATIC_NOTE)}</small>"
+        """The widget view, and a static snapshot (header and chart) for where it cannot show."""
+        chart = self.chart.snapshot()
+        snapshot = f"{self.header.value}<br>{chart}<br><small>{html.escape(STATIC_NOTE)}</small>"
         return with_static_html(super()._repr_mimebundle_(**kwargs), snapshot)
 
     # --- reading the core ---------------------------------------------------------------
@@ -306,6 +312,7 @@ class EndpointPanel(widgets.VBox):
         changed = False
         changed |= self._set(self.header, self._render_header(endpoints))
         changed |= self._set(self.counters, self._render_counters(endpoints))
+        changed |= self.chart.sample(now, Counters.of(endpoints))
         changed |= self._set(self.connections, self._render_connections(endpoints))
         if self._log_changed and not self.pause_button.value:
             changed |= self._set(self.log_view, self._render_log())
@@ -491,6 +498,7 @@ class EndpointPanel(widgets.VBox):
         mine = [w for w in waiting if self.name is ALL or w.endpoint == self.name]
         if not mine:
             self.waiting.value = ""
+            self._chart_stall()
             return
         messages = sum(w.messages for w in mine)
         clients = len(mine)
@@ -500,6 +508,20 @@ class EndpointPanel(widgets.VBox):
             f"{'s' if messages != 1 else ''} from {clients} client{'s' if clients != 1 else ''}, "
             f"for {seconds:.0f} s; they are handled in order when the cell ends</small>"
         )
+
+    def _chart_stall(self) -> None:
+        """Once a stall has ended (on the loop, before what waited is handled): sample the
+        chart as of its start, so the messages handled before it are charted before it, not
+        spread over it with those that waited. Not for endpoints on their own thread: theirs
+        went on being handled during it."""
+        stall = self._server.last_stall
+        if stall is None or stall is self._stall_seen:
+            return
+        self._stall_seen = stall
+        endpoints = self._endpoints()
+        if not any(endpoint.threaded for endpoint in endpoints):
+            ended, seconds, _ = stall
+            self.chart.sample(ended - seconds, Counters.of(endpoints))
 
     def close(self) -> None:
         """Stop updating and close the widgets."""
