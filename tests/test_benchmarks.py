@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,3 +117,42 @@ def test_compare_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert busy["sent_during"] > 0 and busy["backlog"] > 0
     assert busy["in_order_once"] and busy["answered"] == busy["sent"], busy["problems"]
     assert busy["first_answer_ms"] is not None
+
+
+def test_scale_quick_runs_and_prints_the_table(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "redis", reason="redis-py is not installed (pip install 'ws_notebook[scale]')"
+    )
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    figures = tmp_path / "scale.json"
+    printed = run_quick("scale.py", "--json", str(figures))
+    for figure in (
+        "1 worker",
+        "2 workers + Redis",
+        "clients per worker",
+        "worker RSS per idle connection, KiB",
+        "paced, 10,000/s offered: delivered msg/s",
+        "burst: delivered msg/s",
+        "other worker's clients, via Redis",
+        "CPU per 1,000 deliveries, ms",
+        "broker hop per broadcast",
+        "capacity: 400 idle connections on 2 workers",
+    ):
+        assert figure in printed, printed
+
+    data = json.loads(figures.read_text())
+    assert data["broken"] == []
+    assert data["one"]["held"] == [200] and sum(data["two"]["held"]) == 200
+    assert len(data["two"]["held"]) == 2  # both workers hold clients
+    for setup in ("one", "two"):
+        for run in ("paced", "burst"):
+            figures_of = data[setup][run]
+            assert figures_of["received"] == figures_of["expected"] == 20 * 200  # every delivery
+            assert figures_of["rate"] > 0 and math.isfinite(figures_of["all"]["p99_ms"])
+    # Both paths were measured: some clients got each broadcast directly, the others via Redis.
+    paced = data["two"]["paced"]
+    assert paced["local"]["count"] > 0 and paced["remote"]["count"] > 0
+    assert data["one"]["paced"]["remote"]["count"] == 0
+    capacity = data["capacity"]
+    assert capacity["still_open"] == capacity["counted"] == capacity["opened"] == 400

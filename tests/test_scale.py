@@ -120,14 +120,25 @@ def project(tmp_path: Path) -> Path:
 class Serve:
     """A ``ws-notebook serve`` process; stderr goes to a file, read as it grows."""
 
-    def __init__(self, folder: Path, port: int, *options: str, name: str = "serve") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        *options: str,
+        name: str = "serve",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.log = folder.parent / f"{name}-{port}.log"
         self.command = [sys.executable, "-m", "ws_notebook", "serve", str(folder), "--no-watch",
                         "--port", str(port), *options]  # fmt: skip
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                self.command, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL
+                self.command,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=None if env is None else {**os.environ, **env},
             )
         self.wait_for(lambda: _get(self.port) is not None, "listening")
 
@@ -252,7 +263,7 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
 ) -> None:
     a, b = pair
     ws_a, _ = await connect(a.port)
-    ws_b, _ = await connect(b.port)
+    ws_b, id_b = await connect(b.port)
     await until(lambda: _relay(a.port)["clients"] == 2, "2 clients")
     redis.stop()
     try:
@@ -262,6 +273,9 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
         for n in range(3):  # local delivery goes on
             await ws_a.send(f"all lost{n}")
             assert await asyncio.wait_for(ws_a.recv(), WAIT) == f"lost{n}"
+        for n in range(2):  # sends to B's client (known from before the outage) are lost too
+            await ws_a.send(f"to {id_b} lost-send{n}")
+            assert await asyncio.wait_for(ws_a.recv(), WAIT) == "sent"
     finally:
         redis.start()
     await asyncio.to_thread(
@@ -270,7 +284,8 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
     await asyncio.sleep(0.3)  # the event printer's next flush
     errors = [line for line in a.text().splitlines() if " relay - error " in line]
     assert any("unreachable" in line for line in errors), a.text()
-    assert any(re.search(r"ended: 3 messages broadcast here", line) for line in errors), a.text()
+    ended = r"ended: 3 messages broadcast here during it and 2 messages sent to clients of other "
+    assert any(re.search(ended, line) for line in errors), a.text()
     # Cross-worker delivery resumes (B resubscribes within its retry delay).
     got: list[str] = []
     deadline = time.monotonic() + WAIT
@@ -282,21 +297,39 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
             got.append(await asyncio.wait_for(ws_b.recv(), 0.5))
     assert not any(m.startswith("lost") for m in got)  # not replayed
     await until(lambda: _relay(a.port)["clients"] == 2, "the registry rewritten")
+    # Sends to B's client get through again (any made before B resubscribed are logged lost).
+    got.clear()
+    deadline = time.monotonic() + WAIT
+    while "again" not in got:
+        assert time.monotonic() < deadline, f"B got {got}"
+        await ws_a.send(f"to {id_b} again")
+        assert await asyncio.wait_for(ws_a.recv(), WAIT) == "sent"
+        with contextlib.suppress(asyncio.TimeoutError):
+            got.append(await asyncio.wait_for(ws_b.recv(), 0.5))
+    assert not any(m.startswith("lost") for m in got), got
     await ws_a.close()
     await ws_b.close()
 
 
-async def test_workers_share_a_port_restart_and_stop(redis: Redis, project: Path) -> None:
+@pytest.mark.parametrize("sharing", ["SO_REUSEPORT", "one socket bound by the supervisor"])
+async def test_workers_share_a_port_restart_and_stop(
+    redis: Redis, project: Path, sharing: str
+) -> None:
     port = free_port()
-    served = Serve(project, port, "--workers", "2", "--broker", redis.url, name="workers")
+    shared = {"WS_NOTEBOOK_SHARED_SOCKET": "1" if sharing != "SO_REUSEPORT" else "0"}
+    served = Serve(project, port, "--workers", "2", "--broker", redis.url, name="w", env=shared)
     try:
         await asyncio.to_thread(
             served.wait_for, lambda: served.text().count("serving 1 endpoint") == 2, "2 workers"
         )
+        assert f"2 workers serving on 127.0.0.1:{port} ({sharing})" in served.text()
         conns = [await connect(port) for _ in range(16)]
         workers = {ident.rpartition(".")[2] for _, ident in conns}
-        assert len(workers) == 2, workers  # SO_REUSEPORT spread them over both
-        await until(lambda: _relay(port)["clients"] == 16, "16 clients from any worker")
+        while len(workers) < 2 and len(conns) < 64:  # an inherited socket: whoever accepts first
+            conns.append(await connect(port))
+            workers.add(conns[-1][1].rpartition(".")[2])
+        assert len(workers) == 2, workers  # both workers serve the port
+        await until(lambda: _relay(port)["clients"] == len(conns), "every client, from any worker")
         await conns[0][0].send("all hello")
         for ws, _ in conns:
             assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
@@ -344,3 +377,113 @@ def test_workers_without_a_broker_is_an_error(project: Path) -> None:
     )
     assert done.returncode == 2
     assert "needs a broker" in done.stderr
+
+
+# --- a notebook kernel joined to a deployment ------------------------------------------------
+
+JS_RELAY = """\
+%%websocket relay --js --no-panel
+import { websockets } from "sdk/net";
+
+export function onMessage(message, from) {
+    const [command, id, text] = message.split(" ");
+    if (command === "list") return websockets.getClients().map((c) => c.getId()).sort().join(" ");
+    const target = websockets.getClient(id);
+    if (target === null) return "unknown " + id;
+    if (command === "to") target.send(text);
+    if (command === "close") target.close();
+    return "done";
+}
+"""
+
+
+def _named(redis: Redis, short: str) -> list[dict]:
+    """Redis's connections made by the broker member ``short``."""
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(redis.url) as client:
+        return [c for c in client.client_list() if c.get("name") == f"ws-notebook:{short}"]
+
+
+def _registry_keys(redis: Redis) -> list[str]:
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(redis.url) as client:
+        return sorted(key.decode() for key in client.keys("wsn:clients:*"))
+
+
+@pytest.mark.timeout(180)
+async def test_a_notebook_joins_a_deployment_and_leaves_it(
+    kernel, redis: Redis, project: Path
+) -> None:
+    """``start(broker=...)`` in a kernel: it broadcasts and sends to a deployed ``serve``'s
+    clients, lists them (``%websocket clients``, JS ``getClients()``), and ``stop()`` and
+    ``reset()`` leave the bus: tasks ended, connections closed, its clients out of Redis."""
+    b = Serve(project, free_port(), "--broker", redis.url, name="deployed")
+    try:
+        ws_b, id_b = await connect(b.port)
+        kernel.run(
+            "import asyncio\nws_notebook.reset()\n"
+            f"ws_notebook.start('127.0.0.1', 0, broker={redis.url!r})"
+        )
+        wait = "import time\ndeadline = time.monotonic() + 10\n"
+        # Only B's client (entries of workers killed by earlier tests expire within 5 s).
+        seen = kernel.run(
+            wait + f"while [c.id for c in ws_notebook.clients('relay')] != [{id_b!r}] "
+            "and time.monotonic() < deadline:\n"
+            "    await asyncio.sleep(0.1)\n"
+            "print(repr(ws_notebook.clients('relay')))",
+        ).stdout
+        assert id_b in seen and "RemoteClient" in seen and seen.count("RemoteClient") == 1, seen
+        # A broadcast from the notebook, which does not serve `relay` itself.
+        assert kernel.value("ws_notebook.broadcast('relay', 'from the notebook')") == "1"
+        assert await asyncio.wait_for(ws_b.recv(), WAIT) == "from the notebook"
+
+        # The kernel serves `relay` too, in JavaScript: its getClients() holds B's client.
+        kernel.run(JS_RELAY)
+        ws_k = await websockets.connect(kernel.value("ws_notebook.url('relay')"))
+        await ws_k.send("list")
+        listed = (await asyncio.wait_for(ws_k.recv(), WAIT)).split()
+        assert id_b in listed and len(listed) == 2, listed
+        await ws_k.send(f"to {id_b} hello-from-js")
+        assert await asyncio.wait_for(ws_k.recv(), WAIT) == "done"
+        assert await asyncio.wait_for(ws_b.recv(), WAIT) == "hello-from-js"
+        await until(lambda: _relay(b.port)["clients"] == 2, "B counting the kernel's client")
+
+        table = kernel.run("%websocket clients relay").text
+        row = next(line for line in table.splitlines() if id_b in line)
+        assert "on worker" in row and "remote" in row, table
+        assert all(ident in table for ident in listed), table  # the kernel's own client too
+
+        await ws_k.send(f"close {id_b}")
+        assert await asyncio.wait_for(ws_k.recv(), WAIT) == "done"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws_b.recv(), WAIT)
+        assert ws_b.close_code == 1000
+
+        # stop(): the kernel leaves the bus; reset() after joining again does too.
+        for leave in ("ws_notebook.stop()", "ws_notebook.reset()"):
+            short = kernel.value("ws_notebook.default_server().registry.bus.short")
+            assert _named(redis, short), "the kernel's Redis connections, while joined"
+            assert f"wsn:clients:{short}" in _registry_keys(redis)
+            kernel.run(
+                f"{leave}\n{wait}"
+                "def broker_tasks():\n"
+                "    return [t.get_name() for t in asyncio.all_tasks() if 'broker' in t.get_name()]\n"
+                "while broker_tasks() and time.monotonic() < deadline:\n"
+                "    await asyncio.sleep(0.05)"
+            )
+            assert kernel.value("broker_tasks()") == "[]"
+            assert kernel.value("ws_notebook.default_server().registry.bus") == "None"
+            assert _named(redis, short) == []
+            assert f"wsn:clients:{short}" not in _registry_keys(redis)  # at once, not expired
+            await until(lambda: _relay(b.port)["clients"] == 0, "B no longer counting them")
+            if leave.endswith("stop()"):
+                kernel.run(f"ws_notebook.start(broker={redis.url!r})")
+                kernel.run(JS_RELAY)
+                ws_k = await websockets.connect(kernel.value("ws_notebook.url('relay')"))
+                await until(lambda: _relay(b.port)["clients"] == 1, "B seeing the kernel again")
+                assert kernel.value("ws_notebook.default_server().registry.bus.short") != short
+    finally:
+        kernel.run("ws_notebook.reset()", check=False)
+        b.stop()

@@ -125,6 +125,8 @@ def start(
                 f"the server already runs on {server.host}:{server.port}; to change its address "
                 "or settings, stop it first (%websocket stop, or ws_notebook.stop())"
             )
+        if broker is not None:
+            _join(server, broker)
         return server
     server.configure(**wanted)
     server.start(host, port)
@@ -221,9 +223,19 @@ def unmount(name: str, *, stopped_with: str | None = None) -> Endpoint:
 
 
 def stop() -> None:
-    """Stop serving: clients are closed with 1001 and the port is freed; endpoints stay mounted."""
+    """Stop serving: clients are closed with 1001 and the port is freed; endpoints stay mounted.
+
+    A broker joined with ``start(broker=...)`` is left too: its tasks stop, this kernel's
+    clients leave the Redis registry and its connections close (``start(broker=...)`` joins
+    again)."""
     if _server is not None:
         _server.stop()
+        bus = _server.registry.bus
+        if bus is not None:
+            leaving = bus.close()
+            if leaving is not None:
+                _background.add(leaving)
+                leaving.add_done_callback(_background.discard)
 
 
 def going_away(reason: str) -> None:

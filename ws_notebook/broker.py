@@ -15,9 +15,11 @@ Every server (a *worker*) that joins the same Redis:
 
 One connection publishes, in order, so messages from one sender to one endpoint keep their
 order on every receiver. While Redis is unreachable, local delivery goes on; what is published
-meanwhile is counted, per endpoint, and recorded as an ``error`` event of the endpoint's log
-when the outage starts and when it ends ("N messages ... were not delivered to other workers").
-Cross-worker delivery resumes by itself once Redis answers again.
+meanwhile (broadcasts, and sends and closes for clients of other workers) is counted, per
+endpoint, and recorded as an ``error`` event of the endpoint's log when the outage starts and
+when it ends ("N messages ... were not delivered to other workers"). A send or close that Redis
+took but no worker was subscribed to receive (that worker died, or is reconnecting) is recorded
+at once. Cross-worker delivery resumes by itself once Redis answers again.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ PREFIX = "wsn:"
 REGISTRY_TTL = 5  # seconds a worker's client list lives after its last refresh
 REFRESH_SECONDS = 1.0
 RETRY_SECONDS = 0.5
+BATCH = 1000  # queued publications sent in one pipeline at most
 
 
 class BrokerError(RuntimeError):
@@ -56,7 +59,11 @@ class BrokerError(RuntimeError):
 
 
 class RemoteClient:
-    """A client connected to another worker: its id and endpoint, ``send`` and ``close``."""
+    """A client connected to another worker: its id and endpoint, ``send`` and ``close``.
+
+    Its counters and address are kept by its own worker; ``handler`` is the endpoint's handler
+    as mounted here ("" when this server does not serve that endpoint).
+    """
 
     state = "remote"
     open = True
@@ -66,17 +73,21 @@ class RemoteClient:
         self.id = client_id
         self.endpoint = endpoint
         self.worker = worker
+        self.path = f"/websockets/service/{endpoint}"
+        mounted = broker.registry.find(endpoint)
+        self.handler = mounted.descriptor.handler if mounted is not None else ""
 
     def __repr__(self) -> str:
         return f"<RemoteClient {self.id} of {self.endpoint!r} on worker {self.worker}>"
 
     def send(self, message: Any) -> None:
         """Hand the message to the client's worker (returns None: nothing here to await)."""
-        self._broker._queue_op(self.worker, {"op": "send", "c": self.id}, encode(message))
+        op = {"op": "send", "c": self.id}
+        self._broker._queue_op(self.worker, self.endpoint, op, encode(message))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         op = {"op": "close", "c": self.id, "code": code, "reason": reason}
-        self._broker._queue_op(self.worker, op, None)
+        self._broker._queue_op(self.worker, self.endpoint, op, None)
 
 
 def _safe(url: str) -> str:
@@ -94,6 +105,25 @@ def _pack(header: dict[str, Any], frame: Frame | None) -> bytes:
         message = frame.message
         data = message if isinstance(message, bytes) else message.encode("utf-8")
     return json.dumps(header).encode() + b"\n" + data
+
+
+def _lost(counts: dict[str, int]) -> str:
+    """What an outage lost, in words: "3 messages broadcast here ... and 2 sends ..."."""
+    parts = []
+    if counts.get("broadcast"):
+        parts.append(f"{_many(counts['broadcast'], 'message')} broadcast here during it")
+    if counts.get("send"):
+        parts.append(f"{_many(counts['send'], 'message')} sent to clients of other workers")
+    if counts.get("close"):
+        parts.append(f"{_many(counts['close'], 'close')} of clients of other workers")
+    return (
+        " and ".join(parts) + " were not delivered to other workers (this worker's own clients "
+        "got its broadcasts)"
+    )
+
+
+def _many(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _unpack(payload: bytes) -> tuple[dict[str, Any], str | bytes]:
@@ -120,16 +150,23 @@ class Broker:
         self.registry: Registry = server.registry
         self.short = secrets.token_hex(3)  # in channel names and client ids
         self.worker_id = name or f"{socket.gethostname()}:{os.getpid()}:{self.short}"
-        options = {"socket_connect_timeout": 1, "socket_timeout": 2, "health_check_interval": 5}
+        options = {
+            "socket_connect_timeout": 1,
+            "socket_timeout": 2,
+            "health_check_interval": 5,
+            "client_name": f"ws-notebook:{self.short}",  # which worker, in Redis's CLIENT LIST
+        }
         self._redis = aioredis.from_url(url, **options)
         self._sub_redis = aioredis.from_url(url, **options)
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self._tasks: list[asyncio.Task] = []
+        self.closed = False
         self.up = False
         self.down_since: float | None = None
-        self.lost: dict[str, int] = {}  # endpoint: messages not published during an outage
+        # endpoint: {"broadcast" | "send" | "close": how many} not published during an outage
+        self.lost: dict[str, dict[str, int]] = {}
         self.others: dict[str, dict[str, str]] = {}  # worker: {client id: endpoint}
         self._dirty = True  # our hash must be written whole (at start, after an outage)
 
@@ -151,31 +188,54 @@ class Broker:
     async def start(self) -> None:
         """Join the bus; an unreachable Redis is logged and retried, local serving goes on."""
         self.attach()
+        failure: Exception | None = None
         try:
             await self._redis.ping()
-            self._set_up()
         except Exception as error:  # noqa: BLE001 - any failure to reach Redis is an outage
-            self._set_down(error)
+            failure = error
+        if self.closed:  # left (ws_notebook.stop()) while Redis was being reached
+            return
+        if failure is None:
+            self._set_up()
+        else:
+            self._set_down(failure)
         self._tasks = [
             asyncio.create_task(self._publisher(), name="ws-notebook broker publisher"),
             asyncio.create_task(self._subscriber(), name="ws-notebook broker subscriber"),
             asyncio.create_task(self._refresher(), name="ws-notebook broker registry"),
         ]
 
-    async def aclose(self) -> None:
-        """Leave the bus: stop the tasks and remove this worker's clients from the registry."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        with contextlib.suppress(Exception):
-            await self._redis.delete(self._key(self.short))
+    def close(self) -> asyncio.Task | None:
+        """Leave the bus from plain code (``ws_notebook.stop()``): detach from the registry at
+        once; the task returned stops the bus's tasks, removes this worker's clients from the
+        Redis registry and closes the connections (None: the loop is gone; the entries expire
+        within ``REGISTRY_TTL`` seconds)."""
+        if self.closed:
+            return None
+        self.closed = True
         if self.registry.bus is self:
             self.registry.bus = None
             for endpoint in self.registry:
                 endpoint.bus = None
+            if connection.id_suffix == f".{self.short}":
+                connection.id_suffix = ""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if self._loop is None or self._loop.is_closed():
+            return None
+        return self._loop.create_task(self._leave(tasks), name="ws-notebook broker leaving")
+
+    async def aclose(self) -> None:
+        """Leave the bus: stop the tasks and remove this worker's clients from the registry."""
+        leaving = self.close()
+        if leaving is not None:
+            await leaving
+
+    async def _leave(self, tasks: list[asyncio.Task]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._redis.delete(self._key(self.short))
         for client in (self._redis, self._sub_redis):
             with contextlib.suppress(Exception):
                 await client.aclose()
@@ -215,16 +275,18 @@ class Broker:
         return f"{PREFIX}clients:{worker}"
 
     def _put(self, item: tuple[str, Any]) -> None:
-        if self._loop is None or self._queue is None:
+        if self._loop is None or self._queue is None or self.closed:
             return
         if threading.get_ident() == self._thread:
             self._queue.put_nowait(item)
         else:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-    def _queue_op(self, worker: str, header: dict[str, Any], frame: Frame | None) -> None:
+    def _queue_op(
+        self, worker: str, endpoint: str, header: dict[str, Any], frame: Frame | None
+    ) -> None:
         header["o"] = self.short
-        self._put(("op", (worker, _pack(header, frame))))
+        self._put(("op", (worker, _pack(header, frame), endpoint, header["op"], header["c"])))
 
     def _heard(self, endpoint: Endpoint, event: Any) -> None:
         if event.kind == "open":
@@ -235,16 +297,13 @@ class Broker:
     def _set_up(self) -> None:
         if self.down_since is not None:
             seconds = time.time() - self.down_since
-            for name, count in self.lost.items():  # before the log line, printed in order
+            for name, counts in self.lost.items():  # before the log line, printed in order
                 endpoint = self.registry.find(name)
                 if endpoint is not None:
-                    plural = "s" if count != 1 else ""
                     endpoint.log.record(
                         "error",
                         "-",
-                        detail=f"broker outage of {seconds:.1f} s ended: {count} message{plural} "
-                        "broadcast here during it were delivered to this worker's clients only "
-                        "(lost for other workers)",
+                        detail=f"broker outage of {seconds:.1f} s ended: {_lost(counts)}",
                     )
             self.lost.clear()
             logger.warning(
@@ -269,36 +328,69 @@ class Broker:
         for endpoint in self.registry:
             endpoint.log.record("error", "-", detail=text)
 
-    def _count_lost(self, endpoint: str) -> None:
-        self.lost[endpoint] = self.lost.get(endpoint, 0) + 1
+    def _count_lost(self, endpoint: str, kind: str) -> None:
+        counts = self.lost.setdefault(endpoint, {})
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def _undelivered(self, endpoint: str, kind: str, client_id: str, worker: str) -> None:
+        """A send or close Redis took that no worker received: its worker is gone or away."""
+        found = self.registry.find(endpoint)
+        what = "message" if kind == "send" else "close"
+        text = f"{what} for {client_id} lost: its worker {worker} does not listen on the broker"
+        logger.warning("%s (%s)", text, endpoint)
+        if found is not None:
+            found.log.record("error", client_id, detail=text)
 
     async def _publisher(self) -> None:
-        """Publishes (in order) and keeps this worker's entries; counts what an outage loses."""
+        """Publishes (in order) and keeps this worker's entries; counts what an outage loses.
+
+        What queued up meanwhile goes in one pipeline (one round trip, in order): a burst of
+        broadcasts does not wait for Redis's answer to each before sending the next.
+        """
         assert self._queue is not None
-        redis = self._redis
+        queue = self._queue
         key = self._key(self.short)
         while True:
-            kind, item = await self._queue.get()
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < BATCH:
+                batch.append(queue.get_nowait())
             if not self.up:
-                if kind == "bc":
-                    self._count_lost(item[0])
-                continue  # registry changes are written whole once Redis is back
+                for kind, item in batch:  # registry changes are written whole once Redis is back
+                    self._count_if_message(kind, item)
+                continue
             try:
-                if kind == "bc":
-                    await redis.publish(f"{PREFIX}bc:{item[0]}", item[1])
-                elif kind == "op":
-                    await redis.publish(f"{PREFIX}w:{item[0]}", item[1])
-                elif kind == "join":
-                    await redis.hset(key, item[0], item[1])
-                    await redis.expire(key, REGISTRY_TTL)
-                elif kind == "leave":
-                    await redis.hdel(key, item)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for kind, item in batch:
+                        if kind == "bc":
+                            pipe.publish(f"{PREFIX}bc:{item[0]}", item[1])
+                        elif kind == "op":
+                            pipe.publish(f"{PREFIX}w:{item[0]}", item[1])
+                        elif kind == "join":
+                            pipe.hset(key, item[0], item[1])
+                            pipe.expire(key, REGISTRY_TTL)
+                        elif kind == "leave":
+                            pipe.hdel(key, item)
+                    answers = iter(await pipe.execute())
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - the broker is down
-                if kind == "bc":
-                    self._count_lost(item[0])
+                for kind, item in batch:  # not known to have reached Redis: counted as lost
+                    self._count_if_message(kind, item)
                 self._set_down(error)
+                continue
+            for kind, item in batch:
+                received = next(answers)
+                if kind == "join":
+                    next(answers)  # the expire's
+                elif kind == "op" and not received:
+                    worker, _payload, endpoint, op, client_id = item
+                    self._undelivered(endpoint, op, client_id, worker)
+
+    def _count_if_message(self, kind: str, item: Any) -> None:
+        if kind == "bc":
+            self._count_lost(item[0], "broadcast")
+        elif kind == "op":
+            self._count_lost(item[2], item[3])
 
     async def _refresher(self) -> None:
         """Keeps this worker's entry alive, reads the others', and notices an outage's end."""

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -46,7 +45,7 @@ from .project import LoadedEndpoint, ProjectError, find_descriptors, load_projec
 from .registry import Endpoint, Registry
 from .server import DEFAULT_HOST, Limits, Server, ServerError
 from .watch import ProjectWatcher
-from .workers import WORKER_ENV, WORKER_TOKEN_ENV
+from .workers import WORKER_ENV, WORKER_TOKEN_ENV, inherited_sockets, tell_ready
 
 BROKER_ENV = "WS_NOTEBOOK_BROKER"
 
@@ -104,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_count,
         default=1,
         metavar="N",
-        help="N worker processes sharing the port (SO_REUSEPORT); a crashed one is restarted. "
-        "More than 1 needs --broker (default: 1)",
+        help="N worker processes sharing the port (SO_REUSEPORT, else one socket bound before "
+        "they start); a crashed one is restarted. More than 1 needs --broker (default: 1)",
     )
     serve.add_argument(
         "--broker",
@@ -343,9 +342,6 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return INVALID
-    if not hasattr(socket, "SO_REUSEPORT"):
-        print("ws-notebook: --workers needs SO_REUSEPORT, which this OS lacks", file=sys.stderr)
-        return INVALID
     from .access import AUTO, new_token
     from .workers import supervise
 
@@ -391,6 +387,7 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"ws-notebook: {error}", file=sys.stderr)
         return INVALID
     server.reuse_port = bool(os.environ.get(WORKER_ENV))  # the port is shared with the others
+    server.inherited = inherited_sockets()  # or bound once by the supervisor, and given to us
     api.set_default_server(server)  # handlers' ws_notebook.broadcast(...) reach these endpoints
     restore = _log_to_stderr(args.verbose, before=printer.flush)
     routing = output.install(echo=False)  # handlers' prints become events, printed as above
@@ -442,6 +439,7 @@ async def _run(
             )
         else:
             logger.info("%s: %s", endpoint.name, server.url(endpoint.name))
+    tell_ready()  # worker 1 of --workers N: the supervisor starts the others now
     token = getattr(server, "token", None)
     if args.token == "auto" and token:
         # The only place the generated token is shown: stdout, never the log on stderr.

@@ -23,6 +23,7 @@ from IPython.utils.process import arg_split
 from IPython.utils.text import dedent
 
 from . import api, output
+from .broker import RemoteClient
 from .browser import BrowserClient
 from .descriptor import PLATFORM_FIELDS, Descriptor, DescriptorError, check_endpoint_name
 from .handlers import HandlerError, Handlers
@@ -225,6 +226,15 @@ def _line_help() -> str:
     return "\n".join(
         [parser.format_help(), *(sub.format_help() for sub in commands.choices.values())]
     )
+
+
+def _client_row(client: Any) -> list[str]:
+    """A row of ``%websocket clients``; a client of another worker (with a broker) says which:
+    its counters are kept there."""
+    if isinstance(client, RemoteClient):
+        where = f"on worker {client.worker}"
+        return [client.id, client.endpoint, where, "", "", "", "", "", client.state]
+    return client_row(client)
 
 
 class Table:
@@ -538,7 +548,7 @@ class WebSocketMagics(Magics):
             )
 
     def _clients(self, args: Any) -> Table:
-        return Table(CLIENT_COLUMNS, [client_row(c) for c in api.clients(args.name)])
+        return Table(CLIENT_COLUMNS, [_client_row(c) for c in api.clients(args.name)])
 
     def _send(self, args: Any) -> None:
         message = " ".join(args.message)

@@ -374,6 +374,9 @@ class Server:
         # The last stall: when it ended, how long it was, how many messages waited.
         self.last_stall: tuple[float, float, int] | None = None
         self.reuse_port = False  # SO_REUSEPORT: workers of `serve --workers N` share the port
+        # Listening sockets to serve on instead of binding: a worker's of `serve --workers N`
+        # where the supervisor bound the port once (no SO_REUSEPORT); used by the next start.
+        self.inherited: list[socket.socket] = []
 
     def configure(
         self,
@@ -511,7 +514,8 @@ class Server:
         host = self.host if host is None else host
         port = self.port if port is None else port
         try:
-            sockets = bind_sockets(port, host, reuse_port=self.reuse_port)
+            sockets = self.inherited or bind_sockets(port, host, reuse_port=self.reuse_port)
+            self.inherited = []
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise ServerError(

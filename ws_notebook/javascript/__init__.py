@@ -781,6 +781,9 @@ def _live_clients(client: Any) -> dict[str, Any]:
     if server is not None and (endpoint is None or server.registry.find(endpoint.name) is endpoint):
         for known in server.registry.clients():
             live[known.id] = known
+        if server.registry.bus is not None:  # with a broker: other workers' clients too
+            for remote in server.registry.bus.remote_clients():
+                live.setdefault(remote.id, remote)
     elif endpoint is not None:  # an endpoint of a server of its own
         live.update(endpoint.clients)
     return live
@@ -792,7 +795,9 @@ def _describe_client(client: Any) -> list[str]:
     host = request.headers.get("Host", "") if request is not None else ""
     scheme = "wss" if request is not None and request.protocol == "https" else "ws"
     uri = f"{scheme}://{host}{client.path}" if host else client.path
-    return [client.id, uri, client._endpoint.descriptor.handler, client.endpoint]
+    endpoint = getattr(client, "_endpoint", None)  # None: a RemoteClient, of another worker
+    handler = endpoint.descriptor.handler if endpoint is not None else client.handler
+    return [client.id, uri, handler, client.endpoint]
 
 
 def _find_client(client_id: str, live: dict[str, Any] | None, caller: Any = None) -> Any:
