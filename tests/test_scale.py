@@ -475,6 +475,8 @@ async def test_a_notebook_joins_a_deployment_and_leaves_it(
             )
             assert kernel.value("broker_tasks()") == "[]"
             assert kernel.value("ws_notebook.default_server().registry.bus") == "None"
+            subscribers = "[repr(s) for s in ws_notebook.default_server().registry._subscribers]"
+            assert "Broker" not in kernel.value(subscribers)  # nothing left listening
             assert _named(redis, short) == []
             assert f"wsn:clients:{short}" not in _registry_keys(redis)  # at once, not expired
             await until(lambda: _relay(b.port)["clients"] == 0, "B no longer counting them")

@@ -213,6 +213,7 @@ class Broker:
         if self.closed:
             return None
         self.closed = True
+        self.registry.unsubscribe(self._heard)
         if self.registry.bus is self:
             self.registry.bus = None
             for endpoint in self.registry:

@@ -355,6 +355,11 @@ class Registry:
         for endpoint in self._endpoints.values():
             self._listen(endpoint)
 
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop calling ``subscriber`` (a broker that left, say); unknown ones are ignored."""
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
     def _listen(self, endpoint: Endpoint) -> None:
         if self._subscribers:
             endpoint.log.listener = functools.partial(self._notify, endpoint)
