@@ -50,8 +50,11 @@ from .api import (
     unwatch,
     url,
 )
-from .connection import Client, ConnectionClosed
+from .codes import CloseCode
+from .connection import Client
 from .descriptor import Descriptor, DescriptorError
+from .endpoint import Endpoint, EventContext
+from .errors import ConnectionClosed, Error
 from .events import Event, EventLog
 from .handlers import HandlerError, Handlers
 from .outbound import (
@@ -63,7 +66,7 @@ from .outbound import (
     create_websocket,
 )
 from .project import ProjectError
-from .registry import Endpoint, EventContext, Registry, UnknownEndpoint
+from .registry import Registry, UnknownEndpoint
 from .server import Limits, Server, ServerError
 
 try:  # the installed distribution's version: pyproject.toml is the one place it is written
@@ -73,6 +76,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "Client",
+    "CloseCode",
     "ConnectError",
     "ConnectionClosed",
     "Descriptor",
@@ -80,6 +84,7 @@ __all__ = [
     "Endpoint",
     "Event",
     "EventContext",
+    "Error",
     "EventLog",
     "HandlerError",
     "Handlers",

@@ -19,9 +19,10 @@ from typing import Any
 
 from .connection import Client
 from .descriptor import Descriptor
+from .endpoint import Endpoint, EventContext, context
 from .handlers import HandlerError, Handlers
 from .project import export_endpoint, load_project
-from .registry import Endpoint, EventContext, Mounted, UnknownEndpoint, context
+from .registry import Mounted, UnknownEndpoint
 from .server import Limits, Server, ServerError
 from .watch import ProjectWatcher
 
@@ -112,7 +113,7 @@ def start(
     global _stop_at_exit_registered
     server = default_server()
     settings = {"certfile": certfile, "keyfile": keyfile, "token": token, "limits": limits}
-    wanted = {name: value for name, value in settings.items() if value is not None}
+    wanted: dict[str, Any] = {name: value for name, value in settings.items() if value is not None}
     if allowed_origins is not None:
         wanted["allowed_origins"] = allowed_origins
     if server.running:

@@ -33,13 +33,18 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import connection
+from .codes import CloseCode
 from .connection import ConnectionClosed, Frame, encode
+from .errors import Error
 
 if TYPE_CHECKING:
-    from .registry import Endpoint, Registry
+    from redis.typing import EncodableT
+
+    from .endpoint import Endpoint
+    from .registry import Registry
     from .server import Server
 
 __all__ = ["BROKER_ENV", "Broker", "RemoteClient"]
@@ -54,7 +59,7 @@ RETRY_SECONDS = 0.5
 BATCH = 1000  # queued publications sent in one pipeline at most
 
 
-class BrokerError(RuntimeError):
+class BrokerError(Error, RuntimeError):
     """redis-py is missing, or the broker URL is not a redis:// URL."""
 
 
@@ -85,7 +90,7 @@ class RemoteClient:
         op = {"op": "send", "c": self.id}
         self._broker._queue_op(self.worker, self.endpoint, op, encode(message))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         op = {"op": "close", "c": self.id, "code": code, "reason": reason}
         self._broker._queue_op(self.worker, self.endpoint, op, None)
 
@@ -403,7 +408,9 @@ class Broker:
                     await redis.ping()
                     self._set_up()
                 if self._dirty:
-                    mine = {c.id: c.endpoint for c in self.registry.clients()}
+                    mine: dict[EncodableT, EncodableT] = {
+                        c.id: c.endpoint for c in self.registry.clients()
+                    }
                     async with redis.pipeline(transaction=True) as pipe:
                         pipe.delete(key)
                         if mine:
@@ -414,10 +421,11 @@ class Broker:
                 else:
                     await redis.expire(key, REGISTRY_TTL)
                 others: dict[str, dict[str, str]] = {}
+                # Without decode_responses, Redis answers bytes.
                 async for found in redis.scan_iter(match=f"{PREFIX}clients:*", count=500):
-                    name = found.decode().rpartition(":")[2]
+                    name = cast(bytes, found).decode().rpartition(":")[2]
                     if name != self.short:
-                        entries = await redis.hgetall(found)
+                        entries = cast("dict[bytes, bytes]", await redis.hgetall(found))
                         others[name] = {k.decode(): v.decode() for k, v in entries.items()}
                 self.others = others
             except asyncio.CancelledError:
@@ -466,4 +474,4 @@ class Broker:
             if header.get("op") == "send":
                 client.send(message)
             elif header.get("op") == "close":
-                client.close(header.get("code", 1000), header.get("reason", ""))
+                client.close(header.get("code", CloseCode.NORMAL), header.get("reason", ""))

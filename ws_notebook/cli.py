@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -39,10 +38,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import api, outbound, output
+from .access import mask
 from .descriptor import PLATFORM_FIELDS
+from .endpoint import Endpoint
 from .events import Event, EventLog
 from .project import LoadedEndpoint, ProjectError, find_descriptors, load_project
-from .registry import Endpoint, Registry
+from .registry import Registry
+from .rows import Table
 from .server import DEFAULT_HOST, Limits, Server, ServerError
 from .watch import ProjectWatcher
 from .workers import WORKER_ENV, WORKER_TOKEN_ENV, inherited_sockets, tell_ready
@@ -312,16 +314,8 @@ def _list(args: argparse.Namespace) -> int:
         ]
         for item in loaded
     ]
-    print(_table(columns, rows))
+    print(Table(columns, rows).text(empty=""))
     return 0
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [columns, *rows]
-    )
 
 
 # --- serve ----------------------------------------------------------------------------------------
@@ -495,13 +489,6 @@ def _on_signal(stopping: asyncio.Event, number: int) -> None:
 
 # --- logging ---------------------------------------------------------------------------------------
 
-_QUERY = re.compile(r"(/[^\s?]*)\?\S*")
-
-
-def _redact(text: str) -> str:
-    """Drop query strings from URLs in log text: they may carry ``?token=``."""
-    return _QUERY.sub(r"\1?…", text)
-
 
 class _Formatter(logging.Formatter):
     def __init__(self) -> None:
@@ -509,7 +496,7 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record = logging.makeLogRecord(record.__dict__)
-        message = _redact(record.getMessage())
+        message = mask(record.getMessage())  # a URL's ?token=
         if record.name.startswith("tornado"):
             message = f"http {message}"
         record.msg, record.args = message, None
@@ -524,8 +511,8 @@ class _Quiet(logging.Filter):
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from_registry = record.name == "ws_notebook" and record.module == "registry"
-        return self.verbose or not (from_registry and record.exc_info)
+        from_endpoint = record.name == "ws_notebook" and record.module == "endpoint"
+        return self.verbose or not (from_endpoint and record.exc_info)
 
 
 class _Handler(logging.StreamHandler):

@@ -17,24 +17,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from .wire import WireStream
+from .codes import FIN, CloseCode, Opcode
+from .errors import ConnectionClosed
+from .outbox import Outbox, Sent
 
 if TYPE_CHECKING:
-    from .registry import Endpoint
+    from .endpoint import Endpoint
 
 __all__ = ["Client", "ConnectionClosed", "Frame", "encode"]
 
 _ids = itertools.count(1)
 # Set by a broker (ws_notebook.broker) so that ids are unique across the workers sharing it.
 id_suffix = ""
-POLICY_VIOLATION = 1008
-
-
-class ConnectionClosed(ConnectionError):
-    """Sending to a client whose connection is already closed."""
 
 
 def _header(first: int, length: int) -> bytes:
@@ -46,10 +43,9 @@ def _header(first: int, length: int) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
-_TEXT = 0x81  # FIN + text
-_BINARY = 0x82  # FIN + binary
+_TEXT = FIN | Opcode.TEXT
+_BINARY = FIN | Opcode.BINARY
 _JOIN_BELOW = 16 * 1024  # smaller payloads are sent joined to their header, larger ones beside it
-_HOLD_AT_MOST = 64 * 1024  # bytes of replies held back before they are written anyway
 
 
 class Frame(NamedTuple):
@@ -120,40 +116,9 @@ def encode(message: Any) -> Frame:
     )
 
 
-class Sent:
-    """What ``Client.send`` returns: awaiting it waits until the frame is written to the socket.
-
-    Tornado's ``write_message`` wraps the stream's write future in a new asyncio Task for every
-    message, whether or not anyone awaits it; that Task (and its scheduling) was the biggest
-    single cost of an echo. This wrapper costs nothing until it is awaited, and then behaves as
-    that Task did: it resolves to None, or raises ``WebSocketClosedError`` if the connection
-    closed before the frame went out. ``future`` is None for a frame the socket took at once;
-    ``held_by`` is the client holding the frame back (see ``Client._hold``): awaiting writes it.
-    """
-
-    __slots__ = ("_future", "_held_by")
-
-    def __init__(self, future: Any = None, held_by: Client | None = None) -> None:
-        self._future = future
-        self._held_by = held_by
-
-    def __await__(self) -> Any:
-        future = self._future
-        if self._held_by is not None:
-            future = self._held_by._flush()._future
-        if future is None:
-            return None
-        try:
-            return (yield from future.__await__())
-        except StreamClosedError:
-            raise WebSocketClosedError() from None
-
-
-_WRITTEN = Sent()  # a frame the socket took whole: nothing left to wait for
-
-
 class Client:
-    """One connection: who it is, what it sent and received, and how to talk back.
+    """One connection as handlers see it: who it is, what it sent and received, ``send`` and
+    ``close``. Its frames are written by its :class:`~ws_notebook.outbox.Outbox`.
 
     ``id`` is unique within the process and stable for the connection's life, so it can be
     used to find the client again with ``ws_notebook.client(id)``.
@@ -165,10 +130,11 @@ class Client:
         self._socket: WebSocketHandler | None = socket
         self._endpoint = endpoint
         self._max_send_queue = max_send_queue  # bytes queued for the client; None: no limit
-        self._holding = False  # replies to a burst of input are held back, see _hold
-        self._held: list[bytes] = []
-        self._held_size = 0
-        self._last_write = _WRITTEN  # what the latest write of held frames returned
+        connection = getattr(socket, "ws_connection", None)  # None: a subclass writes (STOMP)
+        self._outbox: Outbox | None = None
+        if connection is not None:
+            self._outbox = Outbox(connection, max_send_queue, self._too_slow)
+            self._write = self._outbox.write  # type: ignore[method-assign]  # one call less
         # Created on the server's loop thread; sends from other threads are handed over to it.
         self._loop = IOLoop.current()
         self._thread = threading.get_ident()
@@ -246,93 +212,8 @@ class Client:
         return written
 
     def _write(self, frame: Frame) -> Any:
-        """Write one message as one frame, as ``WebSocketHandler.write_message`` would.
-
-        The frame goes to the connection's stream directly (same checks, same bytes on the
-        wire), without the asyncio Task Tornado creates per message; with permessage-deflate
-        on, Tornado's own ``write_message`` compresses it.
-        """
-        connection = self._socket.ws_connection
-        if connection is None or connection.is_closing():
-            raise WebSocketClosedError()
-        if getattr(connection, "_compressor", True) is not None:  # deflate, or another Tornado
-            self._allow_backlog(connection.stream, sum(map(len, frame.wire)))
-            return self._socket.write_message(frame.message, binary=frame.binary)
-        wire = frame.wire
-        if self._holding and len(wire) == 1:
-            self._held.append(wire[0])
-            self._held_size += len(wire[0])
-            if self._held_size >= _HOLD_AT_MOST:
-                return self._flush()
-            return Sent(held_by=self)
-        if self._held:  # keep the order: what is held goes first
-            self._flush()
-        return self._write_now(connection.stream, wire)
-
-    def _hold(self) -> None:
-        """Hold replies back until the protocol has read all the input it has (then ``_release``).
-
-        With TCP_NODELAY each write is a segment, and on loopback a ``send`` also runs the
-        peer's receive path: a client that pipelines small messages cost a write per reply.
-        Held replies go out in one write when the input runs dry, before any frame Tornado
-        writes itself (pong, close), when they reach 64 KiB, or when awaited; the replies of
-        one message never wait for anything but the other messages already received.
-        """
-        self._holding = True
-
-    def _release(self) -> None:
-        self._holding = False
-        if self._held:
-            self._flush()
-
-    def _flush(self) -> Sent:
-        """Write the held frames as one; returns what that write returned."""
-        if not self._held:
-            return self._last_write
-        data = b"".join(self._held)
-        self._held.clear()
-        self._held_size = 0
-        connection = self._socket.ws_connection if self._socket is not None else None
-        if connection is None or connection.stream.closed():
-            self._last_write = _WRITTEN  # closed meanwhile: as a write to a closed stream, dropped
-            return self._last_write
-        try:
-            self._last_write = self._write_now(connection.stream, (data,))
-        except StreamBufferFullError:
-            self._too_slow()
-            self._last_write = _WRITTEN
-        return self._last_write
-
-    def _write_now(self, stream: IOStream, wire: tuple[bytes, ...]) -> Sent:
-        """Hand the frame to the socket at once when nothing is queued before it.
-
-        ``IOStream.write`` makes a Future, a done callback and a loop callback per write, and
-        copies the frame through its buffer: over half of a broadcast's cost. A socket with an
-        empty queue usually takes the whole frame, so it goes straight to ``send`` (as asyncio's
-        transports do); whatever it does not take, and every frame of a TLS stream, goes through
-        the stream as before, which keeps the order, the backlog limit and the error handling.
-        """
-        whole = len(wire) == 1
-        sent = 0
-        if stream.__class__ is WireStream and not stream.writing():
-            try:
-                sent = stream.send_now(wire)
-            except OSError:  # would block, or failed: the stream's own write handles it below
-                sent = 0
-            if sent == (len(wire[0]) if whole else len(wire[0]) + len(wire[1])):
-                return _WRITTEN
-        rest = (wire[0] if whole else b"".join(wire))[sent:]
-        self._allow_backlog(stream, len(rest))
-        return Sent(stream.write(rest))
-
-    def _allow_backlog(self, stream: Any, size: int) -> None:
-        """Let the stream take this frame unless ``max_send_queue`` bytes already wait.
-
-        The stream refuses a write when what is queued plus the new frame exceeds its limit;
-        allowing for the frame makes the limit one on the backlog, whatever the message size.
-        """
-        if self._max_send_queue is not None:
-            stream.max_write_buffer_size = self._max_send_queue + size + 14
+        """Write one message as one frame: the outbox's ``write``, or a subclass's own."""
+        raise NotImplementedError
 
     def _too_slow(self) -> None:
         """A client that lets its send queue fill up is closed rather than let memory grow.
@@ -345,16 +226,17 @@ class Client:
             self.id,
             detail=f"send queue full (over {self._max_send_queue} bytes): the client does not read",
         )
-        stream = self._socket.ws_connection.stream
-        stream.max_write_buffer_size = None  # room for the close frame
-        self.close(POLICY_VIOLATION, "send queue full: the client does not read")
-        stream.close()
+        outbox = self._outbox
+        assert outbox is not None, "only an outbox finds its queue full"
+        outbox.make_room()  # for the close frame
+        self.close(CloseCode.POLICY_VIOLATION, "send queue full: the client does not read")
+        outbox.drop()
 
     def _send_on_loop(self, frame: Frame) -> None:
         with contextlib.suppress(ConnectionClosed):  # closed while the message was on its way
             self.send(frame)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake; ``on_close`` runs when it completes."""
         if self._elsewhere():
             self._loop.add_callback(self.close, code, reason)
@@ -366,6 +248,8 @@ class Client:
         """Once closed, let go of the connection: the handler and the client referred to each
         other, a cycle that left every closed connection's objects to the garbage collector."""
         self._socket = None
+        if self._outbox is not None:
+            self._outbox.detach()
 
     def __repr__(self) -> str:
         return (

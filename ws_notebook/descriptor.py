@@ -28,7 +28,9 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from .errors import Error
 
 if TYPE_CHECKING:
     import jsonschema
@@ -64,7 +66,7 @@ _TIMESTAMP = re.compile(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class DescriptorError(ValueError):
+class DescriptorError(Error, ValueError):
     """A descriptor that cannot be used; ``problems`` holds one ``"property: what is wrong"`` each.
 
     ``location`` is the file's own ``location`` when it could be read (a string), else "".
@@ -188,12 +190,13 @@ def _unknown(name: str, known: list[str], what: str = "unknown property") -> str
 def _describe(error: jsonschema.ValidationError) -> list[str]:
     """Turn one jsonschema error into ``property: problem`` lines a person can act on."""
     known = _known(strict=True)
-    instance = error.instance
+    instance: Any = error.instance  # the JSON value itself (typeshed allows an "unset" marker)
     if not error.path:
         if error.validator == "type":
             return [f"expected a JSON object, got {_json_type(instance)}"]
         if error.validator == "required":
-            missing = [name for name in error.validator_value if name not in instance]
+            required = cast("list[str]", error.validator_value)
+            missing = [name for name in required if name not in instance]
             return [f"{name}: missing (required)" for name in missing]
         if error.validator == "additionalProperties":
             return [_unknown(name, known) for name in sorted(set(instance) - set(known))]

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import Error
 from .imports import LocalImports
 
 __all__ = ["HandlerError", "Handlers", "EVENT_NAMES", "free_names"]
@@ -57,7 +58,7 @@ _MODULE_NAMES = frozenset(
 )
 
 
-class HandlerError(ValueError):
+class HandlerError(Error, ValueError):
     """Handler code that cannot be used: missing file, syntax error, wrong signature."""
 
 
@@ -152,7 +153,7 @@ class Handlers:
     @classmethod
     def from_namespace(cls, namespace: Mapping[str, Any], source: str | None = None) -> Handlers:
         """Pick the handler functions out of a module's or cell's namespace."""
-        found: dict[str, Callable] = {}
+        found: dict[str, Any] = {}
         for event, (python, codbex, offered) in EVENT_NAMES.items():
             if python in namespace and codbex in namespace:
                 raise HandlerError(f"both {python} and {codbex} are defined; keep one of them")
@@ -432,12 +433,13 @@ def _signature(arguments: ast.arguments) -> inspect.Signature:
     """The signature a ``def`` or ``lambda`` will have, from its syntax tree."""
     P = inspect.Parameter
     positional = [*arguments.posonlyargs, *arguments.args]
-    defaults = [P.empty] * (len(positional) - len(arguments.defaults)) + arguments.defaults
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(arguments.defaults))
+    defaults += arguments.defaults
     parameters = [
         P(
             arg.arg,
             P.POSITIONAL_ONLY if index < len(arguments.posonlyargs) else P.POSITIONAL_OR_KEYWORD,
-            default=P.empty if default is P.empty else _Shown(ast.unparse(default)),
+            default=P.empty if default is None else _Shown(ast.unparse(default)),
         )
         for index, (arg, default) in enumerate(zip(positional, defaults, strict=True))
     ]

@@ -150,7 +150,7 @@ class _Finder:
         if scope is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
+        if spec and spec.origin and type(spec.loader) is importlib.machinery.SourceFileLoader:
             spec.loader = _Loader(fullname, spec.origin, scope)
         return spec
 
@@ -163,4 +163,4 @@ def _install() -> None:
             root.__path__ = []
             sys.modules[ROOT] = root
         if _Finder not in sys.meta_path:
-            sys.meta_path.insert(0, _Finder)  # type: ignore[arg-type]
+            sys.meta_path.insert(0, _Finder)

@@ -17,9 +17,9 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
+from .tornado_internals import HTTPServerHooks
 from .wire import HEAD_AT_MOST, WireSocket, WireStream
 
 __all__ = ["Listener"]
@@ -40,7 +40,7 @@ class Router(Protocol):
     def divert(self, head: bytes, sock: socket.socket, address: Any) -> bool: ...
 
 
-class Listener(HTTPServer):
+class Listener(HTTPServerHooks):
     """Tornado's HTTPServer, accepting connections with :class:`_Acceptor`.
 
     With a ``router`` that wants it (some endpoint runs on a thread of its own), a new
@@ -50,7 +50,7 @@ class Listener(HTTPServer):
 
     router: Router | None = None
 
-    def _handle_connection(self, connection: socket.socket, address: Any) -> None:
+    def handle_connection(self, connection: socket.socket, address: Any) -> None:
         if self.router is None or self.ssl_options is not None or not self.router.wants_routing():
             self.handle_here(connection, address)
         else:
@@ -60,7 +60,7 @@ class Listener(HTTPServer):
         """Serve the connection on this loop, as Tornado does, with a :class:`WireStream` for a
         :class:`WireSocket` (Tornado's ``TLS`` streams are its own)."""
         if not isinstance(connection, WireSocket):
-            super()._handle_connection(connection, address)
+            super().handle_connection(connection, address)
             return
         stream = WireStream(
             connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size
@@ -69,13 +69,8 @@ class Listener(HTTPServer):
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
             wire = self.ssl_options is None  # TLS streams wrap the socket themselves
-            self._handlers[sock.fileno()] = _Acceptor(sock, self._handle_connection, wire).remove
-
-    @property
-    def listening(self) -> list[socket.socket]:
-        return list(self._sockets.values())
+            self.add_listening(sock, _Acceptor(sock, self.handle_connection, wire).remove)
 
 
 class _HeadWait:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import contextvars
 import dataclasses
-import html
 import logging
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -29,7 +27,7 @@ from .descriptor import PLATFORM_FIELDS, Descriptor, DescriptorError, check_endp
 from .handlers import HandlerError, Handlers
 from .project import ProjectError
 from .registry import UnknownEndpoint
-from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, clock, event_row
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, Table, client_row, clock, event_row
 from .server import SERVICE_PATH, V4_SERVICE_PATH, ServerError
 from .widgets import EndpointPanel, panels
 
@@ -235,41 +233,6 @@ def _client_row(client: Any) -> list[str]:
         where = f"on worker {client.worker}"
         return [client.id, client.endpoint, where, "", "", "", "", "", client.state]
     return client_row(client)
-
-
-class Table:
-    """Rows shown as an HTML table in a notebook and as aligned text elsewhere."""
-
-    def __init__(
-        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], note: str = ""
-    ) -> None:
-        self.columns = list(columns)
-        self.rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
-        self.note = note
-
-    def __repr__(self) -> str:
-        widths = [
-            max(len(column), *(len(row[i]) for row in self.rows)) if self.rows else len(column)
-            for i, column in enumerate(self.columns)
-        ]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in [self.columns, *self.rows]
-        ]
-        if not self.rows:
-            lines.append("(none)")
-        if self.note:
-            lines.append(self.note)
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-            for row in self.rows
-        )
-        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 def _parse(parser: MagicArgumentParser, line: str) -> Any:

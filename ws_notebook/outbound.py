@@ -71,10 +71,12 @@ from urllib.parse import parse_qs, urlsplit
 from tornado.ioloop import IOLoop
 
 from . import api
+from .codes import CloseCode
 from .connection import ConnectionClosed, Frame, encode
 from .descriptor import Descriptor
+from .endpoint import Endpoint
+from .errors import Error
 from .output import running
-from .registry import GOING_AWAY, Endpoint
 
 __all__ = [
     "ConnectError",
@@ -89,10 +91,9 @@ __all__ = [
 logger = logging.getLogger("ws_notebook")
 
 _ids = itertools.count(1)
-ABNORMAL = 1006  # what websockets reports for a connection that ended without a close frame
 
 
-class ConnectError(ConnectionError):
+class ConnectError(Error, ConnectionError):
     """Connecting failed; the message is one line saying why (the library's error is the cause)."""
 
 
@@ -346,7 +347,7 @@ class OutboundClient:
         self._endpoint.messages_out += 1
         return sending
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection, for good: it does not reconnect."""
         if self.closed_at is None:
             self._connection.close(code, reason)
@@ -422,7 +423,7 @@ class OutboundConnection:
             raise ConnectionClosed(f"{self.name!r} is not connected ({self.state})")
         return client.send(message)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection, or stop trying to connect, for good (from any thread)."""
         if threading.get_ident() != self._thread:
             self._loop.call_soon_threadsafe(self.close, code, reason)
@@ -536,7 +537,7 @@ class OutboundConnection:
             pass  # the close event says how it ended
         client.closed_at = time.time()
         code = websocket.close_code
-        client.close_code = None if code in (None, ABNORMAL) else code
+        client.close_code = None if code in (None, CloseCode.ABNORMAL) else code
         client.close_reason = websocket.close_reason or ""
         self.client = None
         self._state = "closing"
@@ -630,7 +631,7 @@ def open_mounted(endpoint: Endpoint, options: _Options | None = None) -> Outboun
         current.options = options
         return current
     if current is not None:
-        current.close(1000, "connecting to another URI")
+        current.close(CloseCode.NORMAL, "connecting to another URI")
     endpoint.outbound = OutboundConnection(endpoint, uri, options)
     return endpoint.outbound
 
@@ -712,7 +713,7 @@ def going_away(endpoints: Iterable[Endpoint], reason: str) -> None:
 
     def close() -> None:
         for connection in connections:
-            connection.close(GOING_AWAY, reason)
+            connection.close(CloseCode.GOING_AWAY, reason)
         loop.call_soon(done.set)  # after the closing tasks' first step, which writes the frame
 
     loop.call_soon_threadsafe(close)

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .descriptor import Descriptor, DescriptorError, printable, read_descriptor
+from .errors import Error
 from .handlers import HandlerError, Handlers, free_names
 
 __all__ = [
@@ -43,7 +44,7 @@ SUFFIX = ".websocket"
 PROJECT_FILE = "project.json"  # what a codbex project folder holds at its top
 
 
-class ProjectError(ValueError):
+class ProjectError(Error, ValueError):
     """Some descriptors or handlers of a project cannot be used; one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:

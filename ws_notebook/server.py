@@ -29,13 +29,17 @@ from tornado.httputil import HTTPHeaders, HTTPInputError, parse_request_start_li
 from tornado.log import app_log, gen_log
 from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
-from tornado.websocket import WebSocketHandler, _WebSocketParams
+from tornado.websocket import WebSocketHandler
 
 from .access import AUTO, check_token, mask, new_token, refusal
+from .codes import CloseCode
 from .connection import Client
+from .endpoint import Endpoint
+from .errors import Error
 from .listener import Listener
 from .protocol import EndpointProtocol
-from .registry import GOING_AWAY, RESERVED_PATHS, Endpoint, Registry
+from .registry import RESERVED_PATHS, Registry
+from .tornado_internals import RequestHooks, abort, protocol_for
 from .wire import OpenConnection, Waiting, WireKeeper
 from .worker import EndpointThread
 
@@ -46,7 +50,6 @@ logger = logging.getLogger("ws_notebook")
 DEFAULT_HOST = "127.0.0.1"
 SERVICE_PATH = "/websockets/service/"
 V4_SERVICE_PATH = "/websockets/v4/service/"
-TRY_AGAIN_LATER = 1013
 # Where endpoints are: the name is the group (percent-encoded as in the URL). The last is the
 # short form, /NAME, for every name but the server's own paths.
 ENDPOINT_ROUTES = (
@@ -59,7 +62,7 @@ SHORT_ROUTE = ENDPOINT_ROUTES[-1]
 _close_tasks: set[asyncio.Future] = set()
 
 
-class ServerError(RuntimeError):
+class ServerError(Error, RuntimeError):
     """The server cannot start: no running loop, the port cannot be bound, bad TLS files."""
 
 
@@ -105,14 +108,14 @@ def endpoint_in(head: bytes) -> str | None:
     return unquote(match[1]) if match is not None else None
 
 
-class _TextErrors:
+class _TextErrors(RequestHooks):
     """Errors as a short plain-text body that says what went wrong, not Tornado's HTML page.
 
     Also how Tornado's access and error logs name a request: with any ``?token=`` masked, as
     the Jupyter proxy forwards the user's token to us.
     """
 
-    def _request_summary(self: Any) -> str:
+    def request_summary(self: Any) -> str:
         request = self.request
         return f"{request.method} {mask(request.uri or '')} ({request.remote_ip})"
 
@@ -121,12 +124,12 @@ class _TextErrors:
         if isinstance(error, HTTPError):
             if error.log_message:
                 message = error.log_message % error.args if error.args else error.log_message
-                gen_log.warning("%d %s: %s", error.status_code, self._request_summary(), message)
+                gen_log.warning("%d %s: %s", error.status_code, self.request_summary(), message)
             return
         if isinstance(error, asyncio.CancelledError):  # a handler still running at shutdown
             return
         app_log.error(
-            "Uncaught exception %s", self._request_summary(), exc_info=(kind, error, traceback)
+            "Uncaught exception %s", self.request_summary(), exc_info=(kind, error, traceback)
         )
 
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
@@ -135,7 +138,7 @@ class _TextErrors:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if status_code == 401:  # set here: send_error clears headers set before the error
             self.set_header("WWW-Authenticate", 'Bearer realm="ws_notebook"')
-        self.finish(f"{status_code} {self._reason}: {message or self._reason}\n")
+        self.finish(f"{status_code} {self.reason}: {message or self.reason}\n")
 
 
 class _Guarded(_TextErrors):
@@ -189,7 +192,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         if isinstance(error, HTTPError) and error.status_code in (401, 403) and self.path_args:
             endpoint = self.server.registry.find(unquote(self.path_args[-1]))
             if endpoint is not None:
-                reason = error.log_message or self._reason
+                reason = error.log_message or self.reason
                 endpoint.log.record(
                     "error",
                     "-",
@@ -202,15 +205,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         return {} if self.server.limits.compression else None
 
     def get_websocket_protocol(self) -> EndpointProtocol | None:
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = _WebSocketParams(
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            max_message_size=self.max_message_size,
-            compression_options=self.get_compression_options(),
-        )
-        return EndpointProtocol(self, False, params)
+        return protocol_for(self, EndpointProtocol, self.get_compression_options())
 
     def open(self, *path_args: str) -> Any:
         limits = self.server.limits
@@ -219,7 +214,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
                 f"endpoint {self.endpoint.name!r} is full ({limits.max_connections} connections)"
             )
             self.endpoint.log.record("error", "-", detail=f"refused a connection: {reason}")
-            self.close(TRY_AGAIN_LATER, reason)
+            self.close(CloseCode.TRY_AGAIN_LATER, reason)
             return None
         self.set_nodelay(True)
         self.client = Client(self, self.endpoint, max_send_queue=limits.max_send_queue)
@@ -235,20 +230,20 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         pending = self.endpoint.received(message, client)
         if pending is None:
             return None
-        client._release()  # an async handler's sends go out as it makes them
+        client._outbox.release()  # an async handler's sends go out as it makes them
         return self._watch("on_message", pending)
 
     def hold_output(self) -> None:
         """The protocol has more input read already: hold replies until it is used up."""
         client = self.__dict__.get("client")
         if client is not None:
-            client._hold()
+            client._outbox.hold()
 
     def output_due(self) -> None:
         """The protocol is about to wait for input, or to write a frame of its own."""
         client = self.__dict__.get("client")
         if client is not None:
-            client._release()
+            client._outbox.release()
 
     def _watch(self, name: str, pending: Any) -> Any:
         """Tornado awaits an async handler before the next message: report one that lingers."""
@@ -555,7 +550,7 @@ class Server:
             self._keeper.stop()
             self._keeper = None
         for endpoint in self.registry:
-            endpoint.close_all(GOING_AWAY, reason)
+            endpoint.close_all(CloseCode.GOING_AWAY, reason)
         self._stop_worker()
         if self._http is not None:
             self._http.stop()
@@ -609,12 +604,12 @@ class Server:
                 if client._loop.asyncio_loop is worker.loop
             ]
 
-        def abort() -> None:
+        def abort_all() -> None:
             for client in on_worker():
                 if client._socket is not None and client._socket.ws_connection is not None:
-                    client._socket.ws_connection._abort()
+                    abort(client._socket.ws_connection)
 
-        worker.stop(lambda: len(on_worker()), abort)
+        worker.stop(lambda: len(on_worker()), abort_all)
 
     # -- the wire keeper's view of the server (see ws_notebook.wire) ----------------------------
 
@@ -643,7 +638,7 @@ class Server:
             return []
 
     def handle_connection(self, sock: socket.socket, address: Any) -> None:
-        self._http._handle_connection(sock, address)
+        self._http.handle_connection(sock, address)
 
     def handle_answered(self, sock: socket.socket, address: Any) -> None:
         self._http.handle_here(sock, address)

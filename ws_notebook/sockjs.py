@@ -32,15 +32,17 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tornado.httputil import HTTPServerRequest, format_timestamp
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, _WebSocketParams
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from .protocol import EndpointProtocol, valid_close_code
+from .codes import CloseCode, valid_close_code
+from .protocol import EndpointProtocol
 from .server import _TextErrors
+from .tornado_internals import disconnect_on_finish, protocol_for
 
 __all__ = ["Listener", "Service", "Session"]
 
@@ -52,8 +54,11 @@ RESPONSE_LIMIT = 128 * 1024  # bytes a streaming response carries before the cli
 NOT_CACHED = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 ONE_YEAR = 365 * 24 * 3600
 ANOTHER_CONNECTION = (2010, "Another connection still open")
-INTERRUPTED = (1002, "Connection interrupted")
-QUEUE_FULL = (1008, "send queue full: the client does not read")
+INTERRUPTED = (CloseCode.PROTOCOL_ERROR, "Connection interrupted")
+QUEUE_FULL = (CloseCode.POLICY_VIOLATION, "send queue full: the client does not read")
+
+_S = TypeVar("_S", bound="Session")
+
 # What SockJS asks servers to escape in JSON (besides what JSON escapes): characters browsers
 # mangle, and surrogates, which cannot be encoded on their own.
 _ESCAPE = re.compile("[\x00-\x1f\u200c-\u200f\u2028-\u202f\u2060-\u206f\ud800-\udfff\ufff0-\uffff]")
@@ -178,14 +183,14 @@ class Session:
                 self.listener = self.service.factory(self)
             except Exception:
                 logger.exception("SockJS %s: opening a session failed", self.service.prefix)
-                self.close(1011, "server error")
+                self.close(CloseCode.INTERNAL_ERROR, "server error")
                 return
         if self._queue and self._receiver is receiver:
             self._flush()
         if self.closed and self._receiver is receiver:  # nothing left but to say so
             self._receiver = None
             receiver.write_frame(self._frame or close_frame(*INTERRUPTED))
-            receiver.end(self.close_code or 1000, self.close_reason or "")
+            receiver.end(self.close_code or CloseCode.NORMAL, self.close_reason or "")
             self._expire_later()
 
     def detach(self, receiver: Receiver, aborted: bool) -> None:
@@ -346,7 +351,7 @@ class Service:
                 503, f"{self.prefix}: {self.max_sessions} SockJS sessions open already; try later"
             )
 
-    def open(self, session: Session) -> Session:
+    def open(self, session: _S) -> _S:
         """Count a new session in, and watch that the server still serves while any is open."""
         self.make_room()
         key = session.key
@@ -362,7 +367,7 @@ class Service:
         if now and session.key is not None and self.sessions.get(session.key) is session:
             del self.sessions[session.key]
 
-    def close_all(self, code: int = 1001, reason: str = "server stopping") -> None:
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server stopping") -> None:
         for session in list(self.live):
             session.close(code, reason)
 
@@ -520,7 +525,7 @@ class _Receiving(_Handler):
             )
         self.session = session
         if self.request.version == "HTTP/1.0":  # no chunks: the body ends when the connection does
-            self.request.connection._disconnect_on_finish = True
+            disconnect_on_finish(self)
         if self.prelude:
             self._write(self.prelude)
             self._sent = 0  # the limit counts frames only
@@ -529,15 +534,15 @@ class _Receiving(_Handler):
             await self._done
 
     def write_frame(self, frame: str) -> None:
-        if self._finished:
+        if self.finished:
             return
         self._write(self.framing.format(frame))
         if not self.streaming or self._sent >= self.service.response_limit:
             self.session.detach(self, aborted=False)
-            self.end(1000, "")
+            self.end(CloseCode.NORMAL, "")
 
     def end(self, code: int, reason: str) -> None:
-        if not self._finished:
+        if not self.finished:
             with contextlib.suppress(StreamClosedError):
                 self.finish()
         if self._done is not None and not self._done.done():
@@ -613,26 +618,13 @@ class _WebSocket(_TextErrors, WebSocketHandler):
         self.finish()
 
     def get_websocket_protocol(self) -> EndpointProtocol | None:
-        if self.request.headers.get("Sec-WebSocket-Version") != "13":
-            return None
-        params = _WebSocketParams(
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            max_message_size=self.max_message_size,
-            compression_options=None,
-        )
-        return EndpointProtocol(self, False, params)
+        return protocol_for(self, EndpointProtocol, None)
 
     def hold_output(self) -> None:
         pass
 
     def output_due(self) -> None:
         pass
-
-    def open(self, *args: str) -> None:
-        self.set_nodelay(True)
-        self.session = self.service.open(Session(self.service, None, self.request, self.transport))
-        self.session.attach(self)
 
     def on_close(self) -> None:
         session = self.__dict__.get("session")
@@ -645,7 +637,7 @@ class _WebSocket(_TextErrors, WebSocketHandler):
 
     def send_text(self, data: str | bytes) -> None:
         connection = self.ws_connection
-        if connection is None or connection.is_closing():
+        if connection is None or connection.stream is None or connection.is_closing():
             return
         stream = connection.stream
         stream.max_write_buffer_size = self.service.max_queue + len(data) + 14
@@ -668,6 +660,11 @@ class FramedWebSocket(_WebSocket):
     """``.../SESSION/websocket``: SockJS frames over a WebSocket."""
 
     transport = "websocket"
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)
+        self.session = self.service.open(Session(self.service, None, self.request, self.transport))
+        self.session.attach(self)
 
     def write_frame(self, frame: str) -> None:
         self.send_text(frame)
@@ -697,10 +694,11 @@ class RawWebSocket(_WebSocket):
         offered = set(subprotocols)
         return next((p for p in self.service.subprotocols if p in offered), None)
 
-    def open(self, *args: str) -> None:
+    def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self.session = self.service.open(RawSession(self.service, self.request, self))
-        self.session.start()
+        session = self.service.open(RawSession(self.service, self.request, self))
+        self.session = session
+        session.start()
 
     def on_message(self, message: str | bytes) -> None:
         self.session.received(message)
@@ -720,7 +718,7 @@ class RawSession(Session):
             self.listener = self.service.factory(self)
         except Exception:
             logger.exception("SockJS %s: opening a session failed", self.service.prefix)
-            self.close(1011, "server error")
+            self.close(CloseCode.INTERNAL_ERROR, "server error")
 
     def send(self, message: str | bytes) -> None:
         if not self.closed:

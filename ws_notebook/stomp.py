@@ -32,6 +32,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .codes import CloseCode
+from .errors import Error
+
 __all__ = ["Broker", "Frame", "Parser", "StompError", "StompSession", "Subscription", "encode"]
 
 logger = logging.getLogger("ws_notebook")
@@ -56,7 +59,6 @@ ACK_MODES = ("auto", "client", "client-individual")
 MAX_HEADERS = 1000
 MAX_SUBSCRIPTIONS = 1000
 PROTOCOL_ERROR = 1002
-GOING_AWAY = 1001
 _ids = itertools.count(1)
 _UNESCAPE = {
     "1.1": {"n": "\n", "c": ":", "\\": "\\"},
@@ -67,7 +69,7 @@ _ESCAPE_12 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
 _ESCAPES = re.compile(r"\\(.?)", re.DOTALL)
 
 
-class StompError(Exception):
+class StompError(Error):
     """A frame the server refuses: ``message`` goes in the ERROR frame's header, ``details`` in
     its body."""
 
@@ -402,7 +404,7 @@ class StompSession:
         self.send_frame("ERROR", headers, error.details)
         self.close(PROTOCOL_ERROR, error.message)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection (``on_close`` follows, from the transport)."""
         if self.closed or self._closing:
             return
@@ -543,7 +545,9 @@ class StompSession:
             def check(due: float) -> None:
                 silent = time.monotonic() - self._last_in
                 if silent > 2 * every and loop.time() - due < every:
-                    self.close(GOING_AWAY, f"no heart-beat from the client for {silent:.1f} s")
+                    self.close(
+                        CloseCode.GOING_AWAY, f"no heart-beat from the client for {silent:.1f} s"
+                    )
                     return
                 # Checked again later; also when the check itself ran late: the loop was busy
                 # (a cell blocked the kernel), and the client's beats may still be unread.
@@ -628,4 +632,4 @@ class StompSession:
         receipt = frame.headers.get("receipt")
         if receipt is not None:
             self.send_frame("RECEIPT", {"receipt-id": receipt})
-        self.close(1000, "DISCONNECT")
+        self.close(CloseCode.NORMAL, "DISCONNECT")

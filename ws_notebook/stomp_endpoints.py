@@ -40,13 +40,16 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.websocket import WebSocketClosedError
 
-from .connection import Client, ConnectionClosed, Sent, encode
+from .codes import CloseCode
+from .connection import Client, ConnectionClosed, encode
+from .outbox import Sent
 from .sockjs import Service, Session
 from .stomp import Broker, Frame, StompError, StompSession, Subscription
 
 if TYPE_CHECKING:
+    from .endpoint import Endpoint
     from .events import Event
-    from .registry import Endpoint, Registry
+    from .registry import Registry
     from .server import Server
 
 __all__ = ["PREFIXES", "StompClient", "routes"]
@@ -132,6 +135,8 @@ def _handler_error(endpoint: Endpoint, event: Event) -> None:
 class PlatformSession(StompSession):
     """A STOMP session whose destinations reach the registry's endpoints."""
 
+    transport: Session  # a SockJS session: it tells how the connection closed
+
     def __init__(
         self, transport: Session, broker: Broker, registry: Registry, prefix: str, limits: Any
     ) -> None:
@@ -194,7 +199,7 @@ class PlatformSession(StompSession):
 
     def end(self, code: int, reason: str) -> None:
         """Closed by the server: an ERROR frame says why (unless it is a normal close)."""
-        if code != 1000:
+        if code != CloseCode.NORMAL:
             self.send_frame(
                 "ERROR", {"message": reason or f"closed ({code})", "content-type": "text/plain"}
             )
@@ -230,12 +235,11 @@ class PlatformSession(StompSession):
 
     def _message(self, client: StompClient, body: str) -> Any:
         """``{"from": F, "text": T}`` → ``on_message(T, client)``."""
+        problem: str | None = None
         try:
             data = json.loads(body)
         except ValueError as error:
             data, problem = None, f"the body is not JSON ({error})"
-        else:
-            problem = None
         if problem is None and not (isinstance(data, dict) and "text" in data):
             problem = 'the body is not a JSON object {"from": NAME, "text": MESSAGE}'
         endpoint = client._endpoint
@@ -320,7 +324,7 @@ class StompClient(Client):
         envelope = {"from": sender, "text": text, "time": time.strftime("%H:%M")}
         return json.dumps(envelope, ensure_ascii=False)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """End the STOMP session (all of it: its other endpoints' clients close too)."""
         if self._elsewhere():
             self._loop.add_callback(self.close, code, reason)

@@ -16,7 +16,7 @@ import contextlib
 import html
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import anywidget
@@ -27,9 +27,9 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from . import api
 from .browser import KERNEL_WATCH_JS, STATIC_NOTE, with_static_html
 from .chart import TrafficChart
+from .endpoint import Endpoint
 from .events import LINE_KINDS, Event
-from .registry import Endpoint
-from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, client_row, clock, event_row, payload
+from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, Table, client_row, clock, event_row, payload
 from .series import Counters
 from .wire import Waiting
 
@@ -91,27 +91,16 @@ def _log_row(name: str, event: Event) -> list[str]:
     return cells
 
 
-def _cell(column: str, text: str) -> str:
-    """A table cell; a payload cell takes focus, so a click shows it whole (wrapped)."""
-    if column == PAYLOAD:
-        return f'<td tabindex="0">{html.escape(text)}</td>'
-    return f"<td>{html.escape(text)}</td>"
-
-
 def _table(
     columns: list[str],
-    rows: Iterable[tuple[str, list[str]]],
+    rows: Sequence[tuple[str, list[str]]],
     hide: str | None = None,
     css: str = "",
 ) -> str:
-    """An HTML table; the ``hide`` column (the endpoint, in a one-endpoint panel) is left out."""
-    shown = [i for i, column in enumerate(columns) if column != hide]
-    head = "".join(f"<th>{html.escape(columns[i])}</th>" for i in shown)
-    body = "".join(
-        f'<tr class="{kind}">' + "".join(_cell(columns[i], cells[i]) for i in shown) + "</tr>"
-        for kind, cells in rows
-    )
-    return f'{_STYLE}<table class="wsnb-table {css}"><tr>{head}</tr>{body}</table>'
+    """The panel's tables: ``rows`` are (CSS class, cells); the ``hide`` column (the endpoint,
+    in a one-endpoint panel) is left out."""
+    table = Table(columns, [cells for _, cells in rows], kinds=[kind for kind, _ in rows])
+    return _STYLE + table.html(hide, css=f"wsnb-table {css}".rstrip(), focusable=PAYLOAD)
 
 
 class _Rate:
@@ -440,8 +429,8 @@ class EndpointPanel(widgets.VBox):
             filtered = self.filter_box.value.strip()
             return "<small>no events match</small>" if filtered else "<small>no events yet</small>"
         if self.name is ALL:
-            return _table(EVENT_COLUMNS, reversed(rows), css="wsnb-log")  # newest first, on top
-        return _table(EVENT_COLUMNS, reversed(rows), "endpoint", "wsnb-log wsnb-one")
+            return _table(EVENT_COLUMNS, rows[::-1], css="wsnb-log")  # newest first, on top
+        return _table(EVENT_COLUMNS, rows[::-1], "endpoint", "wsnb-log wsnb-one")
 
     def _update_targets(self, endpoints: list[Endpoint]) -> None:
         options = [BROADCAST] + [c.id for e in endpoints for c in e.clients.values()][: self.rows]

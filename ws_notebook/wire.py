@@ -48,8 +48,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
+
+from .codes import FIN, CloseCode, Opcode
+from .tornado_internals import bytes_parsed, pong_received, read_now, unread, unread_size
 
 __all__ = ["KeptServer", "OpenConnection", "Waiting", "WireKeeper", "WireSocket", "WireStream"]
 
@@ -64,8 +66,8 @@ CONTROL_FRAME_AT_MOST = 14 + 125  # bytes: the longest header, and a control fra
 REPORT_EVERY = 1.0  # seconds between reports of what waits, while it waits
 HEAD_AT_MOST = 64 * 1024  # bytes of a handshake request looked at (the server's header limit)
 
-_PING, _PONG, _CLOSE = 0x9, 0xA, 0x8
-GOING_AWAY = 1001
+_PING, _PONG = Opcode.PING, Opcode.PONG
+_CLOSE_FRAME = FIN | Opcode.CLOSE
 
 
 class WireSocket(socket.socket):
@@ -141,7 +143,11 @@ class WireSocket(socket.socket):
         if " 101 " not in status + " ":
             self.refused = status
             reason = f"the server refused after all: {status}"[:123].encode()
-            frame = bytes((0x88, 2 + len(reason))) + struct.pack("!H", 1008) + reason
+            frame = (
+                bytes((_CLOSE_FRAME, 2 + len(reason)))
+                + struct.pack("!H", CloseCode.POLICY_VIOLATION)
+                + reason
+            )
             with contextlib.suppress(OSError):
                 self.send(frame)
                 self.shutdown(socket.SHUT_RDWR)  # the server would wait for another request
@@ -340,7 +346,7 @@ class WireKeeper:
             # Its read waits for the socket to be readable, which bytes the keeper took in
             # do not make it: read now, as the loop would have.
             if kept.wire.held and not kept.stream.closed():
-                kept.stream._handle_events(kept.stream.fileno(), IOLoop.READ)
+                read_now(kept.stream)
         waits = [w.waiting for w in watched if w.waiting is not None and w.client]
         self.server.waited(waits, seconds)
 
@@ -393,8 +399,8 @@ class WireKeeper:
         base = getattr(protocol, "wire_base", None)
         if base is None:
             return False  # not reading frames yet
-        parsed = base + protocol._wire_bytes_in
-        taken = wire.received - stream._read_buffer_size  # what the stream handed out
+        parsed = base + bytes_parsed(protocol)
+        taken = wire.received - unread_size(stream)  # what the stream handed out
         # Bytes the stream handed to a read whose coroutine has not resumed yet (the loop
         # stalled in between): they are that read's result, and come before the buffer.
         pending = b""
@@ -410,7 +416,7 @@ class WireKeeper:
             return False
         watched.start = watched.scan = boundary
         if boundary < wire.received:
-            unparsed = pending + bytes(stream._read_buffer[: stream._read_buffer_size])
+            unparsed = pending + unread(stream)
             watched.known = unparsed[boundary - parsed :]
         return True
 
@@ -516,13 +522,13 @@ class WireKeeper:
                 break
             opcode, payload, length = frame
             if opcode == _PING and payload is not None:
-                if not self._write(watched, bytes((0x80 | _PONG, len(payload))) + payload):
+                if not self._write(watched, bytes((FIN | _PONG, len(payload))) + payload):
                     break  # the loop's output is half written: answer this ping next pass
                 watched.wire.ponged = at + length
             elif opcode == _PONG and watched.protocol is not None:
-                watched.protocol._received_pong = True  # the server's ping was answered in time
-            elif opcode in (0x1, 0x2, 0x0):
-                new_messages += opcode != 0x0
+                pong_received(watched.protocol)  # the server's ping was answered in time
+            elif opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+                new_messages += opcode != Opcode.CONTINUATION
             watched.scan = at + length
         if not new_messages:
             return False
@@ -555,8 +561,8 @@ class WireKeeper:
     def close_all(self, reason: str) -> None:
         """Tell every open connection 1001 (going away) from this thread: the kernel is going
         away while its loop is stalled, so the server cannot say it itself."""
-        code_and_reason = struct.pack("!H", GOING_AWAY) + reason.encode()[:123]
-        frame = bytes((0x88, len(code_and_reason))) + code_and_reason
+        code_and_reason = struct.pack("!H", CloseCode.GOING_AWAY) + reason.encode()[:123]
+        frame = bytes((_CLOSE_FRAME, len(code_and_reason))) + code_and_reason
         for protocol, endpoint, client, _ in self.server.open_connections():
             wire = getattr(getattr(protocol, "stream", None), "socket", None)
             if not isinstance(wire, WireSocket):
@@ -573,7 +579,7 @@ def _text_frame(text: str) -> bytes:
     """A short text message, framed as a server sends it."""
     payload = text.encode()
     assert len(payload) < 126, "a keepalive is short"
-    return bytes((0x81, len(payload))) + payload
+    return bytes((FIN | Opcode.TEXT, len(payload))) + payload
 
 
 def _switching(head: bytes) -> bytes:

@@ -37,8 +37,8 @@ class EndpointThread:
         self._application = application
         self._http_options = http_options
         self._ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._http: Listener | None = None
+        self.loop: asyncio.AbstractEventLoop  # both set by the thread before _ready
+        self._http: Listener
         self._thread = threading.Thread(target=self._run, name="ws_notebook endpoints", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -56,10 +56,7 @@ class EndpointThread:
 
     def serve(self, connection: socket.socket, address: Any) -> None:
         """Take an accepted connection (from any thread): its request is still to be read."""
-        self.loop.call_soon_threadsafe(self._http._handle_connection, connection, address)
-
-    def call(self, function: Callable[..., Any], *args: Any) -> None:
-        self.loop.call_soon_threadsafe(function, *args)
+        self.loop.call_soon_threadsafe(self._http.handle_connection, connection, address)
 
     def stop(self, still_open: Callable[[], int], abort: Callable[[], None]) -> None:
         """Let closing handshakes finish (up to ``CLOSING_TIMEOUT``), then end the thread.

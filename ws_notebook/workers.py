@@ -88,11 +88,17 @@ class _Worker:
         self.number = number
         self.command = command
         self.env = {**env, WORKER_ENV: str(number)}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
+        self._process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0  # time.monotonic() of the last start; 0: never started
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError(f"worker {self.number} was never started")
+        return self._process
 
     def start(self, pass_fds: Sequence[int] = ()) -> None:
-        self.process = subprocess.Popen(
+        self._process = subprocess.Popen(
             self.command,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -100,7 +106,7 @@ class _Worker:
             pass_fds=[*pass_fds, *_listen_fds(self.env)],
         )
         self.started = time.monotonic()
-        _say(f"worker {self.number} started (pid {self.process.pid})")
+        _say(f"worker {self.number} started (pid {self._process.pid})")
 
     def start_and_wait(self, stopping: list[int]) -> str:
         """Start, then wait until the worker says it serves: "ready", "exited" or "stopping"."""
@@ -153,9 +159,9 @@ def supervise(
         first = pool[0]
         started = first.start_and_wait(stopping)
         if started == "exited":
-            code = first.process.wait()
-            _say(f"worker 1 could not start ({_how(code)}); nothing else was started")
-            return code if code > 0 else 1
+            exit_code = first.process.wait()
+            _say(f"worker 1 could not start ({_how(exit_code)}); nothing else was started")
+            return exit_code if exit_code > 0 else 1
         if started != "ready":
             if started == "late":
                 _say(f"worker 1 did not serve on {host}:{port} within {START_SECONDS:g} s")
@@ -192,7 +198,7 @@ def supervise(
 
 
 def _stop(pool: list[_Worker]) -> None:
-    running = [w for w in pool if w.process is not None and w.process.poll() is None]
+    running = [w for w in pool if w.started and w.process.poll() is None]
     for worker in running:
         worker.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
