@@ -1,7 +1,7 @@
 """One echo server of the comparison, in its own process: ws_notebook, bare Tornado or websockets.
 
     python benchmarks/_servers.py {ws_notebook,tornado,websockets} [--log-capacity N]
-                                  [--checkout DIR]
+                                  [--checkout DIR] [--js]
 
 Each serves an echo on 127.0.0.1 (a free port) and prints ``{"port", "pid", "path"}`` as its
 first line (ws_notebook adds ``module``, the file it imported, and ``keeper``, whether that
@@ -17,8 +17,11 @@ The three echo handlers do the same, each the way its library's documentation sh
 an endpoint whose ``on_message`` calls ``client.send(message)`` (so the endpoint's dispatch, the
 client bookkeeping and the event log are all on the path), Tornado a ``WebSocketHandler`` whose
 ``on_message`` calls ``self.write_message``, websockets a connection handler that does
-``async for message in ws: await ws.send(message)``. Broadcasts use ``Endpoint.broadcast``, a
-loop of ``write_message`` over the open handlers, and ``websockets.asyncio.server.broadcast``.
+``async for message in ws: await ws.send(message)``. With ``--js`` ws_notebook's endpoint runs a
+JavaScript module instead (in V8, ``ws_notebook.javascript``) that replies as codbex handlers
+do, by returning: ``export function onMessage(message) { return message; }``. Broadcasts use
+``Endpoint.broadcast``, a loop of ``write_message`` over the open handlers, and
+``websockets.asyncio.server.broadcast``.
 Keep-alive pings are off everywhere (idle benchmark clients would otherwise be pinged), and no
 compression is offered by the clients.
 
@@ -35,14 +38,18 @@ import contextlib
 import gc
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from _common import HOST, raise_fd_limit, reply, rss_kb, serve_commands
 
 PATH = "/websockets/service/echo"
+JS_ECHO = "export function onMessage(message) {\n  return message;\n}\n"
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -73,16 +80,25 @@ async def run_broadcasts(
 # --- the three servers -------------------------------------------------------------------------
 
 
-async def ws_notebook_server(log_capacity: int) -> tuple[int, Callable, Callable, Callable]:
+async def ws_notebook_server(
+    log_capacity: int, javascript: bool = False
+) -> tuple[int, Callable, Callable, Callable]:
     from ws_notebook import Descriptor, Handlers, Limits, Registry, Server
 
     def on_message(message: str | bytes, client: Any) -> None:
         client.send(message)
 
+    if javascript:  # as a codbex handler replies: by returning the reply
+        folder = Path(tempfile.mkdtemp(prefix="ws_compare_js_"))
+        (folder / "echo.js").write_text(JS_ECHO, "utf-8")
+        handlers = Handlers.from_file(folder / "echo.js")
+        shutil.rmtree(folder)  # read and compiled: V8 has it
+    else:
+        handlers = Handlers.from_namespace({"on_message": on_message})
     registry = Registry()
     endpoint = registry.mount(
         Descriptor.new("echo", handler="bench", created_by="bench"),
-        Handlers.from_namespace({"on_message": on_message}),
+        handlers,
         log_capacity=log_capacity,
     ).endpoint
     if endpoint.log.capacity != log_capacity:
@@ -189,12 +205,12 @@ class GcProbe:
             self.seconds[generation] += time.perf_counter() - self._start
 
 
-async def main(kind: str, log_capacity: int) -> None:
+async def main(kind: str, log_capacity: int, javascript: bool) -> None:
     raise_fd_limit()
     probe = GcProbe()
     hello: dict[str, Any] = {}
     if kind == "ws_notebook":
-        port, broadcast, stats, stop = await ws_notebook_server(log_capacity)
+        port, broadcast, stats, stop = await ws_notebook_server(log_capacity, javascript)
         import ws_notebook
 
         hello["module"] = ws_notebook.__file__
@@ -240,7 +256,10 @@ if __name__ == "__main__":
     parser.add_argument("kind", choices=sorted(SERVERS))
     parser.add_argument("--log-capacity", type=int, default=1000)
     parser.add_argument("--checkout", help="import ws_notebook from this directory")
+    parser.add_argument("--js", action="store_true", help="ws_notebook: a JavaScript echo")
     args = parser.parse_args()
+    if args.js and args.kind != "ws_notebook":
+        parser.error("--js: only ws_notebook runs JavaScript handlers")
     if args.checkout:  # ahead of this checkout (and of an editable install's path entry)
         sys.path.insert(0, os.path.abspath(args.checkout))
-    asyncio.run(main(args.kind, args.log_capacity))
+    asyncio.run(main(args.kind, args.log_capacity, args.js))

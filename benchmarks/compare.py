@@ -1,14 +1,18 @@
 """ws_notebook side by side with a bare Tornado echo server and the ``websockets`` library.
 
     python benchmarks/compare.py [--quick] [--json PATH] [--no-kernel] [--scenarios LIST]
-                                 [--before REV|DIR] [--after REV|DIR]
+                                 [--servers LIST] [--before REV|DIR] [--after REV|DIR]
 
-One run starts, on 127.0.0.1, four echo servers, each in its own process (``_servers.py``):
+One run starts, on 127.0.0.1, five echo servers, each in its own process (``_servers.py``):
 bare Tornado (a ``WebSocketHandler``), the ``websockets`` library (``websockets.asyncio``),
-ws_notebook with its event log off (``log_capacity=0``) and ws_notebook as it comes (event log
-on, 1,000 events). One client process (``_clients.py``: one asyncio loop, many connections, a
-lean RFC 6455 client) drives them in turn, so that on a 2-core machine the server under test has
-a core and the clients the other. Scenarios:
+ws_notebook with its event log off (``log_capacity=0``), ws_notebook as it comes (event log
+on, 1,000 events), and the same with a JavaScript echo handler (``export function
+onMessage(message) { return message; }``, run in V8), measured in scenarios 1 and 2 only, for
+its ratio to the Python echo (the goal: at least 0.5; the column "JS/Python"). ``--servers``
+picks some of them: ``--servers nb,nb_js --scenarios seq,pipe --no-kernel`` compares the
+JavaScript echo with the Python one in about 40 s. One client process (``_clients.py``: one
+asyncio loop, many connections, a lean RFC 6455 client) drives them in turn, so that on a
+2-core machine the server under test has a core and the clients the other. Scenarios:
 
 1. echo round trip, sequential: one connection, 64-byte text messages one at a time;
    messages/s and p50/p99 round-trip latency. Measured twice: with every core kept from halting
@@ -60,12 +64,14 @@ server was the limit, and so is the server's time in the garbage collector (``gc
 Limits, honestly: the client process shares the 2 cores with the server (about half a core
 while a server is saturated), so the absolute figures are lower than on a bigger machine; the
 sequential round trip on a virtual machine is dominated by waking the two processes up, so its
-ratios move by several percent from run to run; latencies are the client's view, including its
-own scheduling. Full mode takes about 3.5 minutes on 2 cores (5 with ``--before``) and always
-exits 0 (it is a report); ``--quick`` (every scenario at a tiny scale, about 17 s, most of it
-starting the kernel and the blocking cell) exits 1 when the run itself breaks (a server or the
-kernel died, a message was lost, answered twice or out of order, a client was dropped during
-the block), never because of a figure.
+ratios move by several percent from run to run; the JavaScript echo wakes a third thread and
+back for each message (V8 runs on a thread of its own), so its ratio moves the most with other
+load on the machine (0.34-0.62 in seven runs on a busy machine, 0.52 the median); latencies
+are the client's view, including its own scheduling. Full mode takes about 4 minutes on 2
+cores (5.5 with ``--before``) and always exits 0 (it is a report); ``--quick`` (every scenario
+at a tiny scale, about 20 s, most of it starting the kernel and the blocking cell) exits 1
+when the run itself breaks (a server or the kernel died, a message was lost, answered twice or
+out of order, a client was dropped during the block), never because of a figure.
 """
 
 from __future__ import annotations
@@ -105,7 +111,9 @@ SERVERS = {  # key: (column header, argv after _servers.py)
     "websockets": ("websockets", ["websockets"]),
     "nb_off": ("ws_notebook log off", ["ws_notebook", "--log-capacity", "0"]),
     "nb": ("ws_notebook", ["ws_notebook", "--log-capacity", "1000"]),
+    "nb_js": ("ws_notebook JS", ["ws_notebook", "--log-capacity", "1000", "--js"]),
 }
+ECHO_ONLY = ("nb_js",)  # servers measured in scenarios 1 and 2 only
 BEFORE = "nb_before"  # the extra server of --before: ws_notebook as it comes, earlier code
 BEFORE_LABEL = "nb before"
 KERNEL_VARIANTS = {  # key: (column header, endpoint name, %%websocket options)
@@ -193,6 +201,7 @@ KERNEL_SCENARIOS = ("kernel", "busy")
 
 # Targets (from the issue)
 DISPATCH_TOLERANCE = 0.10  # ws_notebook within 10% of bare Tornado on scenarios 1-4
+JS_TARGET = 0.5  # a JavaScript echo at least half as fast as the Python echo (issue 13)
 OBSERVATION_BUDGET = 0.15  # the event log and the live panel cost under 15%
 KEEPER_TOLERANCE = 0.10  # ws_notebook after the change within 10% of before, on every row
 
@@ -273,28 +282,29 @@ class Run:
             "client process", [sys.executable, str(HERE / "_clients.py")], self.tmp / "client.log"
         )
         self.results: dict[str, Any] = {"scale": self.scale, "memory": {}, "kernel": {}}
-        self.table: dict[str, tuple[str, list[str]]] = dict(SERVERS)
+        self.table: dict[str, tuple[str, list[str]]] = {key: SERVERS[key] for key in args.servers}
         # The code measured as "ws_notebook" (None: this checkout) and, with --before, the
         # code before the change; with the names to print for them.
         self.after: Path | None = None
         self.before: Path | None = None
         self.names = {"after": "this checkout", "before": ""}
 
-    def order(self, round_: int) -> list[str]:
-        keys = list(self.table)
+    def order(self, round_: int, echo: bool = True) -> list[str]:
+        """The servers of a round (those of scenarios 1 and 2 only if ``echo``), in order."""
+        keys = [key for key in self.table if echo or key not in ECHO_ONLY]
         return keys if round_ % 2 == 0 else keys[::-1]
 
     async def start(self) -> None:
         args = self.args
         if args.after:
             self.after, self.names["after"] = checkout(args.after, self.tmp, "after")
-            for key in ("nb", "nb_off"):
-                label, argv = self.table[key]
-                self.table[key] = (label, [*argv, "--checkout", str(self.after)])
+            for key in ("nb", "nb_off", "nb_js"):
+                if key in self.table:
+                    label, argv = self.table[key]
+                    self.table[key] = (label, [*argv, "--checkout", str(self.after)])
         if args.before:
             self.before, self.names["before"] = checkout(args.before, self.tmp, "before")
-            label, argv = self.table["nb"]
-            argv = [a for a in argv if a != "--checkout" and a != str(self.after)]
+            argv = SERVERS["nb"][1]
             self.table[BEFORE] = (BEFORE_LABEL, [*argv, "--checkout", str(self.before)])
         self.results["servers"] = {key: label for key, (label, _) in self.table.items()}
         self.results["code"] = dict(self.names)
@@ -308,8 +318,8 @@ class Run:
         await asyncio.gather(*(child.start() for child in children))
         for key, server in self.servers.items():
             self.urls[key] = url_of(server.hello)
-            code = {"nb": self.after, "nb_off": self.after, BEFORE: self.before}.get(key, ROOT)
-            if key in ("nb", "nb_off", BEFORE):
+            code = {BEFORE: self.before}.get(key, self.after)
+            if key in ("nb", "nb_off", "nb_js", BEFORE):
                 expected = (code or ROOT) / "ws_notebook" / "__init__.py"
                 if Path(server.hello["module"]).resolve() != expected.resolve():
                     raise Broken(f"{key} imported {server.hello['module']}, not {expected}")
@@ -395,7 +405,7 @@ class Run:
         scale = self.scale
         clients, count = scale["bcast_clients"], scale["bcast_count"]
         self.results["broadcast"] = {}
-        for key in self.table:
+        for key in self.order(0, echo=False):
             server = self.servers[key]
             memory = self.results["memory"][key]
             before = await server.request({"cmd": "stats", "collect": True})
@@ -450,7 +460,7 @@ class Run:
         scale = self.scale
         merged: dict[str, dict[str, Any]] = {}
         for round_ in range(scale["rounds"]):
-            for key in self.order(round_):
+            for key in self.order(round_, echo=False):
                 result = await self.measured(
                     key,
                     {
@@ -942,12 +952,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
     labels: dict[str, str] = results.get("servers") or {k: v[0] for k, v in SERVERS.items()}
     keys = list(labels)
     with_before = BEFORE in keys
+    with_js = "nb_js" in keys
     header = [
         "scenario / figure",
         *(labels[k] for k in keys),
         "nb/Tornado",
         "nb/websockets",
         "log on/off",
+        *(["JS/Python"] if with_js else []),
         *(["nb/before"] if with_before else []),
     ]
     rows: list[list[str]] = []
@@ -960,6 +972,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
                 ratio(values.get("nb"), values.get("tornado")),
                 ratio(values.get("nb"), values.get("websockets")),
                 ratio(values.get("nb"), values.get("nb_off")),
+                *([ratio(values.get("nb_js"), values.get("nb"))] if with_js else []),
                 *([ratio(values.get("nb"), values.get(BEFORE))] if with_before else []),
             ]
         )
@@ -971,11 +984,24 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
             for k in keys
         }
 
+    def per_message(section: str) -> dict[str, float | None]:
+        """The server's CPU time per message, in microseconds."""
+        data = results.get(section) or {}
+        return {
+            k: (
+                data[k]["server_cpu"] / data[k]["rate"] * 1e6
+                if data.get(k, {}).get("rate")
+                else None
+            )
+            for k in keys
+        }
+
     if "seq" in results:
         row("1. echo sequential 64 B: msg/s", pick("seq", "rate"), ",.0f")
         row("   round trip p50 (ms, lower better)", pick("seq", "p50_ms"), ".3f")
         row("   round trip p99 (ms, lower better)", pick("seq", "p99_ms"), ".3f")
         row("   server CPU (% of a core)", pick("seq", "server_cpu", 100), ".0f")
+        row("   server CPU per message (us)", per_message("seq"), ".0f")
         row("   server time in GC (%)", pick("seq", "server_gc", 100), ".1f")
         row("   client CPU (% of a core)", pick("seq", "client_cpu", 100), ".0f")
     if "seq_idle" in results:
@@ -985,6 +1011,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
     if "pipe_small" in results:
         row("2. echo pipelined 64 B: msg/s", pick("pipe_small", "rate"), ",.0f")
         row("   server CPU (% of a core)", pick("pipe_small", "server_cpu", 100), ".0f")
+        row("   server CPU per message (us)", per_message("pipe_small"), ".1f")
         row("   server time in GC (%)", pick("pipe_small", "server_gc", 100), ".1f")
         row("   client CPU (% of a core)", pick("pipe_small", "client_cpu", 100), ".0f")
         row("   echo pipelined 64 KiB: msg/s", pick("pipe_large", "rate"), ",.0f")
@@ -1049,6 +1076,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
         "\nnb = ws_notebook as it comes (event log on, 1,000 events); ratios are nb's figure over "
         "the other's,\nmeasured in this run (for latency, below 1 is better)."
     )
+    if with_js:
+        print(
+            "ws_notebook JS: the same, its echo a JavaScript handler (V8) that returns the "
+            "message; JS/Python is its\nfigure over nb's (scenarios 1 and 2 only)."
+        )
     code = results.get("code") or {}
     if with_before:
         print(f"ws_notebook: {code.get('after')}; nb before: {code.get('before')} (log on)")
@@ -1164,6 +1196,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[bool
         0.0,
         "3. broadcast p99 latency ahead of websockets",
     )
+    for section, label in (
+        ("seq", "1. sequential msg/s"),
+        ("seq_idle", "1. sequential msg/s, cores left to halt"),
+        ("pipe_small", "2. pipelined 64 B msg/s"),
+    ):
+        data = results.get(section) or {}
+        if data.get("nb_js", {}).get("rate") and data.get("nb", {}).get("rate"):
+            r = data["nb_js"]["rate"] / data["nb"]["rate"]
+            verdict(
+                r >= JS_TARGET,
+                f"{label}: the JavaScript echo at least {JS_TARGET:g}x the Python echo: {r:.2f}x",
+            )
     for section, label in (("seq", "sequential"), ("pipe_small", "pipelined 64 B")):
         compare(
             section,
@@ -1317,11 +1361,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL_SCENARIOS),
         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}",
     )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated subset of {','.join(SERVERS)} (the plain server processes; "
+        "e.g. nb,nb_js with --scenarios seq,pipe --no-kernel: JavaScript against Python)",
+    )
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     if args.no_kernel:
         args.scenarios = [s for s in args.scenarios if s not in KERNEL_SCENARIOS]
     return args

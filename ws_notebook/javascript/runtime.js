@@ -11,7 +11,7 @@
  * Python calls:
  *   __ws_define(path, resolved, esm, factory, json)  a module: its wrapped code, or JSON
  *   __ws_load(path)           run the handler module; say what it exports
- *   __ws_b(events, clients)   events, in order; returns JSON (see __ws_b)
+ *   __ws_b()                  events, in order, and what they came to (see __ws_b)
  *   __ws_drain()              what is left after async work or a stop
  */
 (function (global) {
@@ -204,6 +204,8 @@
     }
   }
 
+  let created = 0; // outbound connections this context opened: their names end with the count
+
   function live(name) {
     if (clients === null) {
       if (event === null) return []; // while the module loads: no event, no clients yet
@@ -261,11 +263,23 @@
     isOnClose() {
       return event !== null && event.method === "onclose";
     },
-    createWebsocket(uri) {
-      throw new Error(
-        "websockets.createWebsocket(" + JSON.stringify(String(uri)) + "): not yet: " +
-          "outbound connections come with a later version of ws_notebook"
-      );
+    // An outbound connection (ws_notebook.outbound) whose events the handler module (a path
+    // in the workspace, as a descriptor's handler) handles. It opens once this event's handler
+    // returns; what is sent meanwhile goes out once it is open. The client returned is named
+    // for the connection: its id is the connection's name in ws_notebook's list.
+    createWebsocket(uri, handler) {
+      if (handler === undefined || handler === null || String(handler) === "") {
+        throw new Error(
+          "websockets.createWebsocket(uri, handler): the handler module is missing (a path " +
+            "such as my-project/client-handler.js)"
+        );
+      }
+      const module = String(handler);
+      const last = withoutExtension(module.replace(/\/+$/, "")).split("/").pop();
+      created += 1;
+      const name = ((last.replace(/[^A-Za-z0-9._-]+/g, "-") || "outbound") + "-" + created).slice(-128);
+      actions.push(["w", String(uri), module, name]);
+      return new WebsocketClient(name, String(uri), module, name);
     },
   };
 
@@ -417,23 +431,41 @@
 
   let batch = null; // the results of the events run so far by the running __ws_b call
 
-  // Events in order: [[code, from, data], ...], with the live clients for all of them. Stops
-  // after an event whose handler threw (Python reports it, runs onError, then sends the rest
-  // again) and after BUDGET ms, so that the time limit stays one of a call, not of a batch.
-  // Returns JSON: the results of the events run, as dispatch() gives them.
+  // Only a text reply: the result as the text itself (what most events come to).
+  function compact(result) {
+    const [reply, did, error, pending] = result;
+    const plain = reply !== null && reply[0] === 1 && did.length === 0 && error === null;
+    return plain && !pending ? reply[1] : result;
+  }
+
+  // Events in order. `this` (a string: what Python passes a function with the least work) is
+  // a line of JSON, [[[code, from, length], ...], clients], then the events' data one after
+  // the other, each `length` UTF-16 units long (-1: no data), so that a message is copied but
+  // never escaped; clients are the live clients (null when the module does not ask for them)
+  // for all of them. Stops after an event whose handler threw (Python reports it, runs
+  // onError, then sends the rest again) and after BUDGET ms, so that the time limit stays one
+  // of a call, not of a batch. Returns JSON: the results of the events run, as dispatch()
+  // gives them, compact(); or, when the one event only replied a text, "=" and the text.
   const BUDGET = 50;
-  global.__ws_b = function (events, live) {
-    clients = live === undefined ? null : live;
+  global.__ws_b = function () {
+    const input = this;
+    const header = input.indexOf("\n");
+    const [events, live] = JSON.parse(input.slice(0, header));
+    clients = live;
     batch = [];
     const started = Date.now();
+    let at = header + 1;
     for (let i = 0; i < events.length; i++) {
-      const result = dispatch(events[i][0], events[i][1], events[i][2]);
+      const [code, from, length] = events[i];
+      const data = length < 0 ? null : input.slice(at, (at += length));
+      const result = dispatch(code, from, data);
       batch.push(result);
       if (result[2] !== null || Date.now() - started > BUDGET) break;
     }
-    const done = batch;
+    const done = batch.map(compact);
     batch = null;
     clients = null;
+    if (done.length === 1 && typeof done[0] === "string") return "=" + done[0];
     return JSON.stringify(done);
   };
 

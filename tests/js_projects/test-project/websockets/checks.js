@@ -24,10 +24,20 @@ export function onMessage(message, from) {
     }
     if (message === "outbound") {
         try {
-            websockets.createWebsocket("ws://127.0.0.1:9/elsewhere", "test-project/websockets/checks");
+            websockets.createWebsocket("ws://127.0.0.1:9/elsewhere");
         } catch (error) {
             return "refused: " + error.message;
         }
+    }
+    if (message.startsWith("outbound ")) {
+        const feed = websockets.createWebsocket(message.slice(9), "test-project/websockets/feed-handler");
+        feed.send("hi from checks"); // goes out once the connection is open
+        return "created " + feed.getId() + " to " + feed.getUri();
+    }
+    if (message === "feed client") {
+        const feed = websockets.getClientByHandler("test-project/websockets/feed-handler");
+        const ids = websockets.getClients().map((client) => client.id);
+        return feed === null ? "none" : [feed.handler, feed.endpoint, ids.includes(feed.id)].join(" ");
     }
     if (message === "clients") {
         websockets.getClient(from).send("sent through getClient");
