@@ -1,8 +1,8 @@
-"""The documented defaults, pinned: in the code, in the README, and on the wire where cheap.
+"""The documented defaults, pinned: in the code, in the docs, and on the wire where cheap.
 
 A default changed by mistake (the message size limit once went from 10 MiB to 10 GiB) went
-unnoticed; now changing one means changing ``DEFAULTS`` here and the README's "Security and
-limits" table, on purpose.
+unnoticed; now changing one means changing ``DEFAULTS`` here and the "Limits" table of
+docs/how-to/secure.md, on purpose.
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ UNITS = {"MiB": MiB, "KiB": 1024, "s": 1, "": 1}
 
 
 def readme_defaults() -> dict[str, object]:
-    """``{Limits field: default}`` as the README's "Security and limits" section states them.
+    """``{Limits field: default}`` as the docs' "Limits" section (docs/how-to/secure.md) states them.
 
     One table row per option (``| `--max-message-size N` | bytes (default 10 MiB): ... |``),
     and the sentence on slow ``async`` handlers.
     """
-    readme = (ROOT / "README.md").read_text("utf-8")
-    section = readme.split("\n## Security and limits\n", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "how-to" / "secure.md").read_text("utf-8")
+    section = page.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
     documented: dict[str, object] = {}
     for flag, does in re.findall(r"^\| `--([a-z-]+)[^|]*\| (.*) \|$", section, re.MULTILINE):
         stated = re.search(r"\bdefault (off|on|(\d+(?:\.\d+)?) ?(MiB|KiB|s)?)\b", does)
