@@ -1,84 +1,38 @@
-"""Shared fixtures: a real IPython kernel to run magics in (and helpers to talk to it), and a
-plain server on the test's own loop."""
+"""Shared fixtures: a real IPython kernel to run magics in (tests/kernels.py, imported only by the
+tests that ask for one) and a plain server on the test's own loop; and the ``kernel`` marker put
+on every test that uses a kernel fixture, so ``-m "not kernel"`` leaves them out.
+
+The markers (registered in pyproject.toml) are ``kernel`` (starts a real Jupyter kernel),
+``browser`` (drives Chromium) and ``slow`` (left out of the fast loop,
+``pytest -m "not slow and not browser"``); CONTRIBUTING.md says how to run the suite in pieces.
+"""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
-from jupyter_client.manager import KernelManager
 
 from ws_notebook import Server
 
+if TYPE_CHECKING:
+    from .kernels import Kernel
 
-@dataclass
-class Reply:
-    """What one cell printed and returned."""
-
-    stdout: str = ""
-    stderr: str = ""
-    results: list[str] = field(default_factory=list)  # text/plain of results and displays
-    error: str | None = None  # "ename: evalue" when the cell raised
-
-    @property
-    def text(self) -> str:
-        return self.stdout + "".join(self.results)
+KERNEL_FIXTURES = {"kernel", "fresh"}
 
 
-class Kernel:
-    """A running kernel; ``run`` executes a cell and collects its output."""
-
-    def __init__(self, manager: KernelManager) -> None:
-        self.manager = manager
-        self.client = manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=60)
-
-    def run(self, code: str, timeout: float = 30, check: bool = True) -> Reply:
-        reply = Reply()
-
-        def collect(message: dict) -> None:
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                if content["name"] == "stdout":
-                    reply.stdout += content["text"]
-                else:
-                    reply.stderr += content["text"]
-            elif kind in ("execute_result", "display_data"):
-                reply.results.append(content["data"].get("text/plain", ""))
-            elif kind == "error":
-                reply.error = f"{content['ename']}: {content['evalue']}"
-                reply.stderr += "\n".join(content["traceback"])
-
-        done = self.client.execute_interactive(code, output_hook=collect, timeout=timeout)
-        if done["content"]["status"] == "error" and reply.error is None:
-            reply.error = reply.stderr.strip()  # a UsageError is shown as text, not a traceback
-        if check and reply.error:
-            raise AssertionError(f"cell failed: {reply.error}\n{reply.stderr}")
-        return reply
-
-    def value(self, expression: str) -> str:
-        """The printed value of an expression evaluated in the kernel."""
-        return self.run(f"print({expression}, end='')").stdout
-
-    def stop(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
-
-
-def start_kernel() -> Kernel:
-    manager = KernelManager(kernel_name="python3")
-    # Run the kernel on the interpreter running the tests, whatever kernelspecs are installed.
-    manager.kernel_spec.argv[0] = sys.executable
-    manager.start_kernel()
-    return Kernel(manager)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if KERNEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kernel)
 
 
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
     """One kernel per test module, with the extension loaded."""
+    from .kernels import start_kernel
+
     started = start_kernel()
     started.run("%load_ext ws_notebook\nimport json\nimport ws_notebook")
     yield started

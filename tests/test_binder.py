@@ -33,7 +33,7 @@ from .jupyter_server import (
 )
 from .pythons import find_python
 
-pytestmark = [needs_chromium, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -32,7 +32,7 @@ from .jupyter_server import (
     wait_for_text,
 )
 
-pytestmark = [needs_chromium, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "test-artifacts" / "browser-panel.png"

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import Kernel, start_kernel
 from .jupyter_server import chromium_page, loopback_page, needs_chromium
+from .kernels import Kernel, start_kernel
 
-pytestmark = [needs_chromium, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(180)]
 
 BLOCK = 5  # seconds the cell blocks: several of the server's ping periods
 

@@ -28,10 +28,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import Kernel, start_kernel
+from .kernels import Kernel, start_kernel
 from .npm_clients import node_modules, run_client
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(120)]  # cells block
 
 T = TypeVar("T")
 

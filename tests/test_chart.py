@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from ws_notebook.series import STALL, Counters, TrafficSeries, nice_ceiling, render_svg
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .test_kernel import define, url_of
 
 T0 = 1_700_000_000.0  # a wall-clock second, so buckets line up with whole numbers
@@ -250,6 +250,7 @@ def wait_for(kernel: Kernel, check, what: str, timeout: float = 15) -> dict:
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_the_chart_follows_traffic_connections_and_a_busy_kernel(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     define(fresh, ECHO)
@@ -287,6 +288,7 @@ def test_the_chart_follows_traffic_connections_and_a_busy_kernel(fresh: Kernel) 
     assert 'class="wsnb-stall"' in svg and 'class="wsnb-closed"' in svg
 
 
+@pytest.mark.slow
 def test_the_page_gets_the_series_at_most_once_a_second(fresh: Kernel) -> None:
     """While traffic flows, the chart's trait reaches the page on IOPub, and changes."""
     fresh.run("import ws_notebook.widgets")
@@ -314,6 +316,7 @@ def test_the_page_gets_the_series_at_most_once_a_second(fresh: Kernel) -> None:
     assert updates[-1]["in"][-1] > 0 and len(updates[-1]["in"]) > len(updates[0]["in"])
 
 
+@pytest.mark.slow
 def test_a_monitor_of_all_endpoints_charts_their_sum(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     define(fresh, ECHO.replace("echo", "one"))
@@ -339,6 +342,7 @@ def on_message(message, client):
 """
 
 
+@pytest.mark.slow
 def test_an_outbound_connection_and_its_reconnect_are_charted_too(fresh: Kernel) -> None:
     """A connection the kernel opened (to its own echo endpoint): the same chart."""
     fresh.run("import ws_notebook.widgets")

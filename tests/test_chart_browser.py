@@ -29,7 +29,7 @@ from .jupyter_server import (
 )
 from .test_panel_browser import ARTIFACTS, SECONDS, save, start_lab
 
-pytestmark = [needs_chromium, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(240)]
 
 LOAD = "%load_ext ws_notebook\nimport ws_notebook"
 ECHO = "%%websocket echo\ndef on_message(message, client):\n    client.send(message)"

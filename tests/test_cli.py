@@ -1,4 +1,5 @@
-"""``ws-notebook``: serve, validate and list a project folder; hot reload; graceful shutdown.
+"""``ws-notebook``: serve, validate and list a project folder; graceful shutdown (its hot
+reload is in test_watch.py).
 
 The server runs as a real subprocess on a temporary folder; clients are real ``websockets``
 connections on loopback. Every wait is bounded and every process is killed if a test fails.
@@ -25,12 +26,11 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ws_notebook import Descriptor, Handlers, Registry, Server
+from ws_notebook import Descriptor, Server
 from ws_notebook.cli import main
 from ws_notebook.project import export_endpoint
-from ws_notebook.watch import ProjectWatcher, WatchEvent
 
-from .conftest import start_kernel
+from .kernels import start_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,6 +196,7 @@ async def close_code(ws: websockets.ClientConnection) -> int | None:
 # --- validate and list ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_validate_and_list(project: Path) -> None:
     write_endpoint(
         project, "shout", "def onMessage(message, client):\n    client.send(message.upper())\n"
@@ -222,6 +223,7 @@ def test_validate_and_list(project: Path) -> None:
     assert as_json[0]["handlers"] == ["open", "message"]
 
 
+@pytest.mark.slow
 def test_invalid_project_lists_every_problem_and_starts_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     (folder / "sub").mkdir(parents=True)
@@ -273,6 +275,7 @@ def test_other_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # --- serving --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_serve_echo_lists_endpoints_and_logs_one_line_per_event(project: Path, serve) -> None:
     served = await serve(project, script=True)  # the console script, this time
     async with await connect(served.url("echo") + "?token=not-logged") as ws:
@@ -319,6 +322,7 @@ async def test_serve_echo_lists_endpoints_and_logs_one_line_per_event(project: P
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 async def test_signal_closes_clients_with_1001_and_exits_0(
     project: Path, serve, signal_number
 ) -> None:
@@ -348,6 +352,7 @@ async def test_signal_closes_clients_with_1001_and_exits_0(
 @pytest.mark.skipif(
     "token" not in inspect.signature(Server).parameters, reason="Server has no token option yet"
 )
+@pytest.mark.slow
 async def test_generated_token_is_printed_once_to_stdout_and_never_logged(
     project: Path, serve
 ) -> None:
@@ -365,12 +370,13 @@ async def test_generated_token_is_printed_once_to_stdout_and_never_logged(
     with pytest.raises(InvalidStatus) as unknown:  # Tornado logs a 404 with its URL
         await connect(served.url("nope") + f"?token={token}")
     assert unknown.value.response.status_code == 404
-    await served.wait_for(r"http 404 GET /websockets/service/nope\?… \(127\.0\.0\.1\)")
+    await served.wait_for(r"http 404 GET /websockets/service/nope\?token=\*\*\* \(127\.0\.0\.1\)")
     await served.wait_for(r"echo c\d+ close 1000")
     assert token not in served.stderr
     assert "token=wrong" not in served.stderr
 
 
+@pytest.mark.slow
 def test_tls_options_reach_the_server(project: Path, tmp_path: Path) -> None:
     missing = run("serve", str(project), "--port", "0", "--certfile", str(tmp_path / "no.pem"))
     assert missing.returncode == 2
@@ -378,6 +384,7 @@ def test_tls_options_reach_the_server(project: Path, tmp_path: Path) -> None:
     assert "serving" not in missing.stderr
 
 
+@pytest.mark.slow
 async def test_wss_with_certfile_and_keyfile(project: Path, tmp_path: Path, serve) -> None:
     trustme = pytest.importorskip("trustme")
     authority = trustme.CA()
@@ -395,142 +402,6 @@ async def test_wss_with_certfile_and_keyfile(project: Path, tmp_path: Path, serv
         f"https://127.0.0.1:{served.port}/healthz", timeout=5, context=context
     ) as health:
         assert health.status == 200
-
-
-# --- hot reload -----------------------------------------------------------------------------------
-
-
-async def test_changed_handler_is_reloaded_in_place_and_a_broken_edit_keeps_the_old_one(
-    project: Path, serve
-) -> None:
-    served = await serve(project)
-    ws = await connect(served.url("echo"))
-    await recv(ws)
-    await ws.send("a")
-    assert await recv(ws) == "a"
-
-    mark = served.mark()
-    (project / "echo.py").write_text(
-        "def on_message(message, client):\n    client.send(message * 2)\n"
-    )
-    await served.wait_for(r"echo: reloaded from .*echo\.websocket .*1 connections kept", mark)
-    await ws.send("b")
-    assert await recv(ws) == "bb"  # the same connection, the new handler
-
-    mark = served.mark()
-    (project / "echo.py").write_text(
-        "def on_message(message, client):\n    client.send(message * 3\n"
-    )
-    await served.wait_for(re.escape(f"{project / 'echo.py'}:2: '(' was never closed"), mark)
-    await served.wait_for(
-        r"echo: .*echo\.websocket is broken; the last good version keeps serving", mark
-    )
-    await ws.send("c")
-    assert await recv(ws) == "cc"  # still the last good version
-    async with await connect(served.url("echo")) as other:
-        await other.send("d")
-        assert await recv(other) == "dd"
-
-    mark = served.mark()
-    (project / "echo.py").write_text(
-        "def on_message(message, client):\n    client.send(message * 3)\n"
-    )
-    await served.wait_for(
-        r"echo: reloaded from .*\(fixed; handlers: message; 1 connections kept\)", mark
-    )
-    await ws.send("e")
-    assert await recv(ws) == "eee"
-
-    # a handler that raises when it is loaded is a broken edit too
-    mark = served.mark()
-    (project / "echo.py").write_text("raise RuntimeError('no config')\n")
-    await served.wait_for(re.escape(f"{project / 'echo.py'}:1: RuntimeError: no config"), mark)
-    await ws.send("f")
-    assert await recv(ws) == "fff"
-    await ws.close()
-
-
-async def test_broken_descriptor_keeps_the_last_good_version(project: Path, serve) -> None:
-    served = await serve(project)
-    descriptor = project / "echo.websocket"
-    good = descriptor.read_text()
-
-    mark = served.mark()
-    descriptor.write_text(json.dumps({"endpoint": "echo", "handler": "echo.py", "createdBy": 7}))
-    await served.wait_for(re.escape("/project/echo.websocket: createdBy: 7 is not a string"), mark)
-    await served.wait_for(r"echo: .* is broken; the last good version keeps serving", mark)
-    async with await connect(served.url("echo")) as ws:
-        assert (await recv(ws)).startswith("welcome")
-
-    mark = served.mark()
-    descriptor.write_text(good)
-    await served.wait_for(r"echo: .*echo\.websocket is back to the version being served", mark)
-
-    # a description change is a reload (the descriptor is swapped), seen in GET /websockets
-    mark = served.mark()
-    descriptor.write_text(
-        json.dumps({"endpoint": "echo", "handler": "echo.py", "description": "v2"})
-    )
-    await served.wait_for(r"echo: reloaded from", mark)
-    status, body = await asyncio.to_thread(served.http, "/websockets")
-    assert json.loads(body)[0]["descriptor"]["description"] == "v2"
-
-
-async def test_added_and_removed_endpoints_are_mounted_and_unmounted(tmp_path: Path, serve) -> None:
-    folder = tmp_path / "empty"
-    folder.mkdir()
-    served = await serve(folder)  # an empty folder is served, waiting for endpoints
-    await served.wait_for(r"no \*\.websocket files in .* yet")
-    with pytest.raises(InvalidStatus) as missing:
-        await connect(served.url("shout"))
-    assert missing.value.response.status_code == 404
-
-    mark = served.mark()
-    (folder / "nested").mkdir()
-    write_endpoint(
-        folder / "nested",
-        "shout",
-        "def on_message(message, client):\n    client.send(message.upper())\n",
-    )
-    await served.wait_for(r"shout: mounted from .*shout\.websocket \(handlers: message\)", mark)
-    ws = await connect(served.url("shout"))
-    await ws.send("hey")
-    assert await recv(ws) == "HEY"
-    status, body = await asyncio.to_thread(served.http, "/websockets")
-    assert [entry["endpoint"] for entry in json.loads(body)] == ["shout"]
-
-    # renaming the endpoint in its descriptor unmounts the old name
-    mark = served.mark()
-    descriptor = folder / "nested" / "shout.websocket"
-    descriptor.write_text(json.dumps({"endpoint": "yell", "handler": "shout.py"}))
-    await served.wait_for(
-        r"shout: unmounted \(renamed to 'yell'\); 1 clients closed \(1001\)", mark
-    )
-    await served.wait_for(r"yell: mounted from", mark)
-    assert await close_code(ws) == 1001
-    ws = await connect(served.url("yell"))
-
-    mark = served.mark()
-    descriptor.unlink()
-    await served.wait_for(
-        r"yell: unmounted \(shout\.websocket was removed\); 1 clients closed", mark
-    )
-    assert await close_code(ws) == 1001
-    await served.wait_for(r"yell c\d+ close 1001 shout\.websocket was removed", mark)
-    with pytest.raises(InvalidStatus) as gone:
-        await connect(served.url("yell"))
-    assert gone.value.response.status_code == 404
-    assert await asyncio.to_thread(served.http, "/websockets") == (200, "[]")
-
-    # a new file that is broken is reported and not mounted; fixed, it is mounted
-    mark = served.mark()
-    (folder / "late.websocket").write_text(json.dumps({"endpoint": "late", "handler": "late.py"}))
-    await served.wait_for(r"late\.websocket: handler: 'late\.py' not found", mark)
-    await served.wait_for(r"late\.websocket: not mounted until it is fixed", mark)
-    (folder / "late.py").write_text("def on_open(client):\n    client.send('late')\n")
-    await served.wait_for(r"late: mounted from .*\(fixed; handlers: open\)", mark)
-    async with await connect(served.url("late")) as late:
-        assert await recv(late) == "late"
 
 
 # --- a folder exported from a notebook --------------------------------------------------------------
@@ -559,6 +430,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield folder
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 async def test_a_folder_exported_from_a_notebook_serves_the_same(exported: Path, serve) -> None:
     assert run("validate", str(exported)).returncode == 0
     served = await serve(exported)
@@ -572,6 +445,7 @@ async def test_a_folder_exported_from_a_notebook_serves_the_same(exported: Path,
     assert descriptor["location"] == "/notebook-project/greet.websocket"
 
 
+@pytest.mark.slow
 async def test_export_endpoint_folder_serves(tmp_path: Path, serve) -> None:
     """The same without a kernel: ``export_endpoint`` as the magic calls it."""
     source = "def onMessage(message, client):\n    client.send(message[::-1])\n"
@@ -580,66 +454,3 @@ async def test_export_endpoint_folder_serves(tmp_path: Path, serve) -> None:
     async with await connect(served.url("rev")) as ws:
         await ws.send("abc")
         assert await recv(ws) == "cba"
-
-
-# --- ProjectWatcher in process --------------------------------------------------------------------
-
-
-async def test_watcher_applies_changes_and_stops_without_leaving_tasks(project: Path) -> None:
-    registry = Registry()
-    events: list[WatchEvent] = []
-    watcher = ProjectWatcher(registry, project, on_event=events.append, step_ms=20)
-    assert [item.descriptor.endpoint for item in watcher.load()] == ["echo"]
-    before = asyncio.all_tasks()
-    watcher.start()
-    await watcher.wait_ready(WAIT)
-    assert watcher.running
-
-    async def until(count: int) -> None:
-        deadline = time.monotonic() + WAIT
-        while len(events) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
-    write_endpoint(project, "two", "def on_message(message, client):\n    pass\n")
-    await until(1)
-    (project / "dup.websocket").write_text(json.dumps({"endpoint": "two", "handler": "two.py"}))
-    await until(2)
-    kinds = {(event.kind, event.endpoint, event.path.name) for event in events}
-    assert ("mounted", "two", "two.websocket") in kinds
-    (error,) = [event for event in events if event.kind == "error"]
-    assert error.path.name == "dup.websocket"
-    assert error.problems == (
-        "/project/dup.websocket: endpoint: 'two' is already defined by /project/two.websocket",
-    )
-    assert watcher.served == {"echo": project / "echo.websocket", "two": project / "two.websocket"}
-    assert watcher.problems == {project / "dup.websocket": error.problems}
-    assert watcher.rescan() == []  # nothing changed since: nothing reloaded or reported again
-
-    await watcher.aclose()
-    assert not watcher.running
-    assert asyncio.all_tasks() == before
-    assert sorted(endpoint.name for endpoint in registry) == ["echo", "two"]  # still mounted
-
-
-async def test_watcher_stop_from_sync_code_cancels_the_task(project: Path) -> None:
-    watcher = ProjectWatcher(Registry(), project)
-    watcher.load()
-    task = watcher.start()
-    await watcher.wait_ready(WAIT)
-    watcher.stop()
-    await asyncio.wait_for(asyncio.wait({task}), 5)
-    assert task.done()
-    with pytest.raises(RuntimeError):
-        await ProjectWatcher(Registry(), project).wait_ready()
-
-
-async def test_watcher_leaves_an_endpoint_redefined_elsewhere(project: Path) -> None:
-    registry = Registry()
-    watcher = ProjectWatcher(registry, project)
-    watcher.load()
-    registry.mount(Descriptor.new("echo", handler="notebook", created_by="t"), Handlers())
-    (project / "echo.websocket").unlink()
-    (event,) = watcher.rescan()
-    assert event.kind == "unmounted"
-    assert "left mounted, as it was redefined elsewhere" in event.message
-    assert registry.get("echo").descriptor.handler == "notebook"

@@ -26,11 +26,14 @@ assert _spec is not None and _spec.loader is not None
 autobahn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(autobahn)
 
-pytestmark = pytest.mark.skipif(
-    autobahn.find_python2() is None,
-    reason=f"pyenv's Python {autobahn.PYTHON2_VERSION} is missing: Autobahn|Testsuite's wstest "
-    f"is Python 2 code (pyenv install {autobahn.PYTHON2_VERSION})",
-)
+pytestmark = [
+    pytest.mark.slow,  # one run of Autobahn|Testsuite's quick cases, for all the tests
+    pytest.mark.skipif(
+        autobahn.find_python2() is None,
+        reason=f"pyenv's Python {autobahn.PYTHON2_VERSION} is missing: Autobahn|Testsuite's "
+        f"wstest is Python 2 code (pyenv install {autobahn.PYTHON2_VERSION})",
+    ),
+]
 
 QUICK_GROUPS = [pattern.split(".")[0] for pattern in autobahn.QUICK_CASES]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}

@@ -617,6 +617,7 @@ def test_read_descriptor_rejects_a_property_given_twice(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_list_refuses_an_unpaired_surrogate_instead_of_crashing(tmp_path: Path) -> None:
     write(tmp_path / "e.websocket", {"endpoint": "e", "handler": "e.py", "description": "\ud800"})
     (tmp_path / "e.py").write_text("def on_message(message, client):\n    pass\n", "utf-8")

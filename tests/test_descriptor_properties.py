@@ -191,6 +191,7 @@ def _assert_names_source(error: DescriptorError, source: str) -> None:
 
 @FAST
 @given(any_json, st.booleans())
+@pytest.mark.slow
 def test_from_json_loads_or_raises_descriptor_error(data: Any, strict: bool) -> None:
     try:
         descriptor = Descriptor.from_json(data, source=SOURCE, strict=strict)
@@ -215,6 +216,7 @@ def test_from_json_loads_or_raises_descriptor_error(data: Any, strict: bool) -> 
 
 @FAST
 @given(names | paths | json_values)
+@pytest.mark.slow
 def test_check_endpoint_name_returns_it_or_raises_descriptor_error(name: Any) -> None:
     try:
         assert check_endpoint_name(name) == name
@@ -224,6 +226,7 @@ def test_check_endpoint_name_returns_it_or_raises_descriptor_error(name: Any) ->
 
 @FAST
 @given(file_bytes)
+@pytest.mark.slow
 def test_read_descriptor_loads_or_raises_descriptor_error_naming_the_file(content: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "some.websocket"
@@ -255,6 +258,7 @@ def test_read_descriptor_loads_or_raises_descriptor_error_naming_the_file(conten
         max_size=3,
     ),
 )
+@pytest.mark.slow
 def test_load_project_loads_or_raises_project_error_naming_the_file(
     descriptors: list[tuple[str, bytes]], handlers: dict[str, bytes]
 ) -> None:

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from ws_notebook import Descriptor, Handlers, Server, api
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .test_cli import Served
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,6 +94,7 @@ def test_rerunning_the_cell_keeps_the_state_open_connections_rely_on(fresh: Kern
         assert ada.recv(timeout=5) == "v2 ada: three"
 
 
+@pytest.mark.slow
 def test_reset_runs_the_cell_afresh(fresh: Kernel) -> None:
     define(fresh, CHAT)
     with connect(url_of(fresh, "chat") + "?name=ada") as ada:
@@ -173,6 +174,7 @@ async def recv(ws: websockets.ClientConnection) -> str:
     return await asyncio.wait_for(ws.recv(), 15)
 
 
+@pytest.mark.slow
 async def test_an_exported_endpoint_serves_with_the_notebooks_imports_and_constants(
     fresh: Kernel, tmp_path: Path
 ) -> None:
@@ -203,6 +205,7 @@ async def test_an_exported_endpoint_serves_with_the_notebooks_imports_and_consta
         assert " error " not in served.stderr, served.stderr
 
 
+@pytest.mark.slow
 async def test_the_exported_chat_demo_broadcasts_under_serve(fresh: Kernel, tmp_path: Path) -> None:
     define(fresh, chat_cell())
     fresh.run(f"%websocket export chat {tmp_path / 'chat'}")
@@ -260,6 +263,7 @@ def test_export_refuses_what_it_cannot_write_down(fresh: Kernel, tmp_path: Path)
     assert not (tmp_path / "out" / "loud.py").exists()
 
 
+@pytest.mark.slow
 def test_validate_reports_names_a_handler_module_never_defines(tmp_path: Path) -> None:
     (tmp_path / "e.websocket").write_text(json.dumps({"endpoint": "e", "handler": "e.py"}))
     (tmp_path / "e.py").write_text(
@@ -316,6 +320,7 @@ def start_kernel_with(env: dict[str, str]) -> Kernel:
     return Kernel(manager)
 
 
+@pytest.mark.slow
 def test_url_offers_the_proxy_only_where_jupyter_server_proxy_is_installed(
     fresh: Kernel, tmp_path: Path
 ) -> None:

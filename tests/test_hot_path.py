@@ -9,7 +9,6 @@ import time
 
 import pytest
 import websockets
-from tornado.websocket import WebSocketClosedError
 from websockets.client import ClientProtocol
 from websockets.frames import Frame
 from websockets.uri import parse_uri
@@ -76,18 +75,51 @@ async def test_send_returns_an_awaitable_and_starts_no_task(server: Server) -> N
 
 
 async def test_awaiting_a_send_after_the_connection_dropped_raises() -> None:
-    from ws_notebook.connection import Sent
+    from ws_notebook.outbox import Sent
 
     loop = asyncio.get_running_loop()
     from tornado.iostream import StreamClosedError
 
     failed = loop.create_future()
     failed.set_exception(StreamClosedError())
-    with pytest.raises(WebSocketClosedError):
+    with pytest.raises(ConnectionClosed):  # the package's own error, not Tornado's
         await Sent(failed)
     done = loop.create_future()
     done.set_result(None)
     assert await Sent(done) is None
+
+
+async def test_awaiting_send_to_a_client_that_dropped_raises_connection_closed(
+    server: Server,
+) -> None:
+    """A handler awaiting its sends to a client that stops reading and then drops the TCP
+    connection gets the package's ``ConnectionClosed`` (an ``Error``), never Tornado's
+    ``WebSocketClosedError``, whether the send was pending or made after the drop."""
+    raised: list[BaseException] = []
+    writing = asyncio.Event()
+    done = asyncio.Event()
+
+    async def flood(message: str, client: ws_notebook.Client) -> None:
+        try:
+            for _ in range(500):  # bounded: 500 MiB would fill any socket buffer
+                pending = client.send(b"x" * (1 << 20))
+                writing.set()
+                await pending
+        except Exception as error:
+            raised.append(error)
+        finally:
+            done.set()
+
+    mount(server, "flood", on_message=flood)
+    ws = await websockets.connect(server.url("flood"), max_size=None)
+    await ws.send("go")
+    await asyncio.wait_for(writing.wait(), 10)
+    await asyncio.sleep(0.2)  # the server's writes back up: this client reads nothing
+    ws.transport.abort()  # TCP reset, no closing handshake
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(raised) == 1
+    assert isinstance(raised[0], ConnectionClosed), repr(raised[0])
+    assert isinstance(raised[0], ws_notebook.Error) and isinstance(raised[0], ConnectionError)
 
 
 async def test_a_closed_client_lets_go_of_its_connection(server: Server) -> None:
@@ -113,6 +145,7 @@ async def test_a_closed_client_lets_go_of_its_connection(server: Server) -> None
     assert endpoint.clients == {}
 
 
+@pytest.mark.slow
 async def test_closed_connections_leave_no_cyclic_garbage(server: Server) -> None:
     mount(server, "churn", on_message=lambda message, client: client.send(message))
     gc.collect()
@@ -229,7 +262,7 @@ async def test_a_broadcast_from_another_thread_is_delivered(server: Server) -> N
         assert await ws.recv() == "from a thread"
 
 
-# --- replies held back while a burst of input is read (Client._hold) ---------------------------
+# --- replies held back while a burst of input is read (Outbox.hold) ----------------------------
 
 
 async def test_replies_to_a_pipelined_burst_arrive_complete_and_in_order(server: Server) -> None:

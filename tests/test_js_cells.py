@@ -7,9 +7,10 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 from websockets.sync.client import connect
 
-from .conftest import Kernel, start_kernel
+from .kernels import Kernel, start_kernel
 from .test_output import IOPub
 
 HELLO = """\
@@ -154,6 +155,7 @@ def test_js_error_at_run_time_is_reported_and_the_connection_stays(fresh: Kernel
     assert ">:3:" in errors[0]["detail"]  # the line of the throw in the cell body
 
 
+@pytest.mark.slow
 def test_export_writes_js_and_another_kernel_serves_it(fresh: Kernel, tmp_path: Path) -> None:
     fresh.run(HELLO)
     folder = tmp_path / "js-export"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from .conftest import Kernel
+from .kernels import Kernel
 
 ECHO = """\
 %%websocket echo --description "Echo service" --created-by tester
@@ -155,6 +154,7 @@ def test_redefinition_keeps_open_connections(fresh: Kernel) -> None:
         assert ws.recv(timeout=5) == "v2 b"
 
 
+@pytest.mark.slow
 def test_same_name_from_another_definition_says_it_replaces(fresh: Kernel, tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
@@ -404,6 +404,7 @@ def test_help_documents_every_option(fresh: Kernel) -> None:
         assert command in doc
 
 
+@pytest.mark.slow
 def test_load_folder_and_export_round_trip(fresh: Kernel, tmp_path: Path) -> None:
     project = tmp_path / "my-project"
     (project / "websockets").mkdir(parents=True)
@@ -448,6 +449,7 @@ def test_load_folder_and_export_round_trip(fresh: Kernel, tmp_path: Path) -> Non
         assert ws.recv(timeout=5) == "cba"
 
 
+@pytest.mark.slow
 def test_load_reports_every_broken_file(fresh: Kernel, tmp_path: Path) -> None:
     (tmp_path / "a.websocket").write_text('{"endpoint": "my ws", "handler": "a.py"}')
     (tmp_path / "b.websocket").write_text("{not json")
@@ -460,8 +462,10 @@ def test_load_reports_every_broken_file(fresh: Kernel, tmp_path: Path) -> None:
     assert fresh.value("len(ws_notebook.endpoints())") == "0"
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_unload_closes_clients_with_1001_frees_port_and_reload_works() -> None:
-    from .conftest import start_kernel
+    from .kernels import start_kernel
 
     kernel = start_kernel()
     try:
@@ -506,29 +510,3 @@ def test_handler_error_is_shown_in_the_notebook(fresh: Kernel) -> None:
     assert "ws_notebook: endpoint 'loud', client c" in printed
     assert "on_message raised ValueError: shown to the user" in printed
     assert "Traceback" in printed and "line 2, in on_message" in printed
-
-
-def test_load_watch_reloads_between_cells(fresh: Kernel, tmp_path: Path) -> None:
-    project = tmp_path / "live"
-    project.mkdir()
-    (project / "live.websocket").write_text(json.dumps({"endpoint": "live", "handler": "h.py"}))
-    handler = project / "h.py"
-    handler.write_text("def on_message(m, c):\n    c.send('v1 ' + m)\n")
-    out = fresh.run(f"%websocket load {project} --watch").stdout
-    assert "live: serving at" in out and f"watching {project}" in out
-    with connect(url_of(fresh, "live")) as ws:
-        ws.send("a")
-        assert ws.recv(timeout=5) == "v1 a"
-        handler.write_text("def on_message(m, c):\n    c.send('v2 ' + m)\n")
-        deadline = time.monotonic() + 15
-        reply = ""
-        while reply != "v2 b" and time.monotonic() < deadline:  # the same connection
-            time.sleep(0.3)
-            ws.send("b")
-            reply = ws.recv(timeout=5)
-        assert reply == "v2 b"
-        fresh.run("%websocket unwatch")
-        handler.write_text("def on_message(m, c):\n    c.send('v3 ' + m)\n")
-        time.sleep(2.5)  # longer than the watcher's debounce: a watcher would have reloaded
-        ws.send("c")
-        assert ws.recv(timeout=5) == "v2 c"

@@ -10,8 +10,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .conftest import Kernel, start_kernel
+from .kernels import Kernel, start_kernel
 from .test_kernel import ECHO, define, url_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.kernel]  # kernels of their own, many cells
 
 
 def test_kernel_shutdown_closes_clients_with_1001() -> None:

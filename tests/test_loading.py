@@ -1,11 +1,10 @@
 """Loading handler modules: what their code may do, what they import, where they may come from.
 
 - Module code that raises ``KeyboardInterrupt`` or ``SystemExit`` is that module's load error; it
-  stops neither ``load_project``, nor a watcher, nor ``ws-notebook serve``.
+  stops neither ``load_project`` nor ``ws-notebook serve`` (nor a watcher: test_watch.py).
 - Each handler imports the modules beside it from a namespace of its own: same-named helpers of
   two folders stay apart, imports at message time find the handler's own folder, an edited
-  helper is loaded afresh and reloads the endpoints that use it.
-- A watcher loads changed modules off the serving loop, with a time limit.
+  helper is loaded afresh.
 - Handlers are only found inside the project folder; ``run_handlers=False`` checks a project
   without running any of its code.
 
@@ -14,24 +13,18 @@ Real files in ``tmp_path``, real servers on 127.0.0.1, real ``websockets`` clien
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 
-from ws_notebook import Registry, Server
+from ws_notebook import Registry
 from ws_notebook.handlers import HandlerError, Handlers
 from ws_notebook.project import ProjectError, load_project
-from ws_notebook.watch import ProjectWatcher, WatchEvent
 
 from .test_cli import Served
 
@@ -82,23 +75,6 @@ def namespaces() -> set[str]:
     return {name for name in sys.modules if name.startswith(NAMESPACES) and name.count(".") == 1}
 
 
-async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
-async def round_trip(url: str, text: str) -> tuple[str, float]:
-    """One message to ``url`` and its reply, with the time it took."""
-    async with websockets.connect(url, open_timeout=WAIT) as ws:
-        started = time.monotonic()
-        await ws.send(text)
-        reply = await asyncio.wait_for(ws.recv(), WAIT)
-        return str(reply), time.monotonic() - started
-
-
 # --- A. module code that stops things is a load error ------------------------------------------
 
 
@@ -124,41 +100,7 @@ def test_module_stopping_the_process_is_its_load_error(
     )
 
 
-def test_watcher_rescan_reports_an_interrupting_module_and_keeps_the_old_one(
-    tmp_path: Path,
-) -> None:
-    registry = Registry()
-    write_endpoint(tmp_path, "e", "def on_message(message, client):\n    return 'old'\n")
-    watcher = ProjectWatcher(registry, tmp_path)
-    watcher.load()
-    write(tmp_path / "e.py", "raise KeyboardInterrupt\n")
-    (event,) = without_interrupt(watcher.rescan)
-    assert event.kind == "error"
-    assert event.problems == (
-        f"{in_project(tmp_path, 'e.websocket')}: {tmp_path / 'e.py'}:1: KeyboardInterrupt",
-    )
-    assert registry.get("e").handlers.on_message("m", None) == "old"
-
-
-async def test_serve_keeps_serving_when_an_edit_interrupts(tmp_path: Path) -> None:
-    write_endpoint(tmp_path, "echo", ECHO)
-    served = Served([sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", "0"])
-    try:
-        await served.started()
-        for source, shown in [
-            ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
-            ("import sys\nsys.exit(4)\n", "SystemExit: 4"),
-        ]:
-            mark = served.mark()
-            write(tmp_path / "echo.py", source)
-            await served.wait_for(rf"echo\.py:\d+: {shown}", mark)
-            await served.wait_for(r"echo: .* is broken; the last good version keeps serving", mark)
-            assert (await round_trip(served.url("echo"), "still"))[0] == "still"
-        assert served.process.poll() is None
-    finally:
-        served.kill()
-
-
+@pytest.mark.slow
 def test_serve_refuses_a_project_whose_module_interrupts(tmp_path: Path) -> None:
     write_endpoint(tmp_path, "echo", "raise KeyboardInterrupt\n")
     served = Served([sys.executable, "-m", "ws_notebook", "serve", str(tmp_path), "--port", "0"])
@@ -276,136 +218,7 @@ def test_mounting_again_releases_the_replaced_namespace(tmp_path: Path) -> None:
     assert len(namespaces()) == len(before) - 1
 
 
-def test_watcher_reloads_the_endpoint_whose_helper_changed(tmp_path: Path) -> None:
-    registry = Registry()
-    write(tmp_path / "helper.py", "VALUE = 'one'\n")
-    uses = "import helper\n\ndef on_message(message, client):\n    return helper.VALUE\n"
-    write_endpoint(tmp_path, "uses", uses)
-    write_endpoint(tmp_path, "other", "def on_message(message, client):\n    return 'other'\n")
-    watcher = ProjectWatcher(registry, tmp_path)
-    watcher.load()
-    before = namespaces()
-    write(tmp_path / "helper.py", "VALUE = 'two'\n")
-    (event,) = watcher.rescan()
-    assert (event.kind, event.endpoint) == ("reloaded", "uses")
-    assert registry.get("uses").handlers.on_message("m", None) == "two"
-    assert watcher.rescan() == []
-    # The replaced handler's namespace left sys.modules; the new one took its place.
-    after = namespaces()
-    assert len(after) == len(before)
-    assert registry.get("uses").handlers.imports.name in after - before
-
-
-# --- C. a watcher loads modules off the serving loop, with a time limit -------------------------
-
-
-@pytest.fixture
-def two_endpoints(tmp_path: Path) -> Path:
-    write_endpoint(tmp_path, "echo", ECHO)
-    write_endpoint(tmp_path, "other", ECHO)
-    return tmp_path
-
-
-async def test_a_slow_module_does_not_hold_up_other_endpoints(
-    two_endpoints: Path, server: Server
-) -> None:
-    events: list[WatchEvent] = []
-    watcher = ProjectWatcher(
-        server.registry, two_endpoints, on_event=events.append, debounce_ms=50, step_ms=20
-    )
-    watcher.load()
-    watcher.start()
-    try:
-        await watcher.wait_ready(WAIT)
-        write(two_endpoints / "echo.py", "import time\n\ntime.sleep(3)\n" + ECHO)
-        delays = []
-        deadline = time.monotonic() + WAIT
-        while not events and time.monotonic() < deadline:
-            reply, delay = await round_trip(server.url("other"), "ping")
-            assert reply == "ping"
-            delays.append(delay)
-            await asyncio.sleep(0.05)
-        (event,) = events
-        assert (event.kind, event.endpoint) == ("reloaded", "echo")
-        assert len(delays) >= 10, delays  # the reload took seconds, and other was served all along
-        assert max(delays) < 0.5, delays
-    finally:
-        await watcher.aclose()
-
-
-async def test_a_module_that_does_not_finish_is_reported_and_the_old_one_serves(
-    two_endpoints: Path, server: Server
-) -> None:
-    events: list[WatchEvent] = []
-    watcher = ProjectWatcher(
-        server.registry,
-        two_endpoints,
-        on_event=events.append,
-        debounce_ms=50,
-        step_ms=20,
-        load_timeout=1,
-    )
-    watcher.load()
-    old = server.registry.get("echo").handlers
-    watcher.start()
-    try:
-        await watcher.wait_ready(WAIT)
-        before = namespaces()
-        # Busy for 4 s, as `while True: pass` would be for ever: a thread that never ends would
-        # keep spinning through the rest of the test session (the serve test below has one).
-        write(
-            two_endpoints / "echo.py",
-            "import time\n\nuntil = time.monotonic() + 4\nwhile time.monotonic() < until:\n"
-            "    pass\n" + ECHO,
-        )
-        await until(lambda: bool(events))
-        (event,) = events
-        assert (event.kind, event.endpoint) == ("error", "echo")
-        assert event.problems[0].startswith(
-            f"{in_project(two_endpoints, 'echo.websocket')}: {two_endpoints / 'echo.py'}: "
-            "did not finish loading in 1 s"
-        )
-        assert "cannot stop" in event.problems[0]
-        assert server.registry.get("echo").handlers is old
-        for name in ("echo", "other"):
-            reply, delay = await round_trip(server.url(name), "still")
-            assert (reply, delay < 0.5) == ("still", True)
-
-        # Another change while it runs does not start the same module again.
-        write(two_endpoints / "other.py", ECHO + "\n")
-        await until(lambda: len(events) == 2)
-        assert (events[1].kind, events[1].endpoint) == ("reloaded", "other")
-        loading = [t for t in threading.enumerate() if t.name == "ws_notebook load echo.websocket"]
-        assert len(loading) == 1 and loading[0].daemon
-
-        # When it ends, what it loaded is dropped.
-        loading[0].join(WAIT)
-        await asyncio.sleep(0.1)
-        assert server.registry.get("echo").handlers is old
-        assert namespaces() - before == {server.registry.get("other").handlers.imports.name}
-    finally:
-        await watcher.aclose()
-
-
-async def test_serve_with_an_endless_module_keeps_serving_and_stops_on_sigterm(
-    two_endpoints: Path,
-) -> None:
-    command = [sys.executable, "-m", "ws_notebook", "serve", str(two_endpoints), "--port", "0"]
-    served = Served(command)
-    try:
-        await served.started()
-        mark = served.mark()
-        write(two_endpoints / "echo.py", "while True:\n    pass\n" + ECHO)
-        await served.wait_for(r"echo\.py: did not finish loading in 10 s", mark, timeout=30)
-        for name in ("echo", "other"):
-            assert (await round_trip(served.url(name), "still"))[0] == "still"
-        served.process.send_signal(signal.SIGTERM)
-        assert await served.exit_code() == 0
-    finally:
-        served.kill()
-
-
-# --- D. handlers come from inside the project, and can be checked without running them ---------
+# --- C. handlers come from inside the project, and can be checked without running them ---------
 
 
 MARKER = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
@@ -543,6 +356,7 @@ def test_checking_without_running_finds_what_running_would(
     assert problems_of(tmp_path) == [f"{where}: {tmp_path / 'e.py'}{problem}"]  # as when it runs
 
 
+@pytest.mark.slow
 def test_validate_and_list_run_no_handler_code_unless_asked(tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
     write_endpoint(tmp_path / "proj", "e", MARKER.format(marker=str(marker)) + ECHO)

@@ -24,11 +24,11 @@ import trustme
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .test_cli import Served, write_endpoint
 from .test_security import frame
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # ws-notebook serve, timers of seconds
 
 WAIT = 15.0
 # Tornado caps the ping timeout at the interval: a timeout well under it tells the two apart.

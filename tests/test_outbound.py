@@ -29,7 +29,7 @@ import ws_notebook
 from ws_notebook import Descriptor, DescriptorError, Reconnect
 from ws_notebook.outbound import default_name, shown
 
-from .conftest import Kernel, start_kernel
+from .kernels import Kernel, start_kernel
 from .test_cli import Served
 
 WAIT = 15.0
@@ -199,6 +199,7 @@ def test_redefining_the_cell_swaps_handlers_and_keeps_the_connection(
     assert value(fresh, "ws_notebook.endpoint('feed').outbound.client.id") == first
 
 
+@pytest.mark.slow
 def test_reconnects_after_the_server_restarts_with_backoff_shown(fresh: Kernel) -> None:
     feed = Feed()
     port = feed.port
@@ -236,6 +237,7 @@ def test_reconnects_after_the_server_restarts_with_backoff_shown(fresh: Kernel) 
         feed.stop()
 
 
+@pytest.mark.slow
 def test_stop_reset_and_unload_close_with_1001_and_leave_no_task(fresh: Kernel, feed: Feed) -> None:
     tasks = "[t.get_name() for t in asyncio.all_tasks() if 'outbound' in t.get_name()]"
     fresh.run("import asyncio")
@@ -252,6 +254,8 @@ def test_stop_reset_and_unload_close_with_1001_and_leave_no_task(fresh: Kernel, 
         fresh.run("ws_notebook.reset()")
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_kernel_shutdown_and_unload_close_with_1001(feed: Feed) -> None:
     for ending in ("%unload_ext ws_notebook", None):  # None: the kernel is shut down
         kernel = start_kernel()
@@ -479,6 +483,7 @@ def test_tls_with_the_given_cafile_connects(
 # --- export, load, serve ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_then_load_connects_again(fresh: Kernel, feed: Feed, tmp_path: Path) -> None:
     define(fresh, RECORDER.format(uri=feed.uri()))
     until(lambda: len(feed.received) == 2, "the first connection")
@@ -496,6 +501,7 @@ def test_export_then_load_connects_again(fresh: Kernel, feed: Feed, tmp_path: Pa
     assert value(fresh, "ws_notebook.endpoint('feed').direction") == "out"
 
 
+@pytest.mark.slow
 async def test_serve_opens_an_exported_outbound_descriptor(feed: Feed, tmp_path: Path) -> None:
     (tmp_path / "feed.py").write_text(
         "def on_open(client):\n    client.send('from serve')\n"
@@ -593,6 +599,8 @@ def test_names_and_shown_uris_leave_credentials_out() -> None:
 # --- the notebook -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_the_outbound_notebook_explores_a_local_feed(feed: Feed, monkeypatch: Any) -> None:
     monkeypatch.setenv("FEED_URI", feed.uri("/ticks"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

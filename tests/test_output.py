@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import Kernel, start_kernel
+from .kernels import Kernel, start_kernel
 from .test_cli import Served, recv, write_endpoint
 from .test_cli import connect as connect_async
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # a kernel of its own per test
 
 WAIT = 60.0
 
@@ -130,6 +130,7 @@ def exchange(url: str, *messages: str) -> None:
             pass
 
 
+@pytest.mark.kernel
 def test_each_endpoint_prints_under_its_own_cell_in_order(iopub: IOPub) -> None:
     alpha = iopub.execute(PRINTER.format(name="alpha"))
     beta = iopub.execute(PRINTER.format(name="beta"))
@@ -164,6 +165,7 @@ def merged(streams: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, line) for name, text in streams for line in text.splitlines(keepends=True)]
 
 
+@pytest.mark.kernel
 def test_rerunning_the_cell_moves_its_output(iopub: IOPub) -> None:
     first = iopub.execute(PRINTER.format(name="alpha"))
     url = iopub.url("alpha")
@@ -177,6 +179,7 @@ def test_rerunning_the_cell_moves_its_output(iopub: IOPub) -> None:
     assert "before" not in iopub.text(second)
 
 
+@pytest.mark.kernel
 def test_async_handler_prints_after_await_under_its_cell(iopub: IOPub) -> None:
     cell = iopub.execute(
         """\
@@ -206,6 +209,7 @@ def test_async_handler_prints_after_await_under_its_cell(iopub: IOPub) -> None:
     assert "await" not in iopub.text(later)
 
 
+@pytest.mark.kernel
 def test_output_is_in_the_event_log(iopub: IOPub) -> None:
     iopub.execute(
         """\
@@ -238,6 +242,7 @@ def test_output_is_in_the_event_log(iopub: IOPub) -> None:
     assert "stdout" in table and "said hi!" in table and "stderr" in table
 
 
+@pytest.mark.kernel
 def test_unload_gives_back_the_streams(iopub: IOPub) -> None:
     cell = iopub.execute("%unload_ext ws_notebook\nprint(type(sys.stdout).__name__)")
     assert iopub.stdout(cell).strip() == "OutStream"
@@ -274,6 +279,7 @@ async def test_serve_prints_handler_output_as_attributed_lines(tmp_path: Path) -
         served.kill()
 
 
+@pytest.mark.kernel
 def test_loaded_handlers_print_under_the_load_cell(iopub: IOPub, tmp_path: Path) -> None:
     write_endpoint(
         tmp_path, "loaded", "def on_message(message, client):\n    print('loaded got', message)\n"

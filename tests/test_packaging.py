@@ -15,9 +15,9 @@ import pytest
 from jupyter_client.manager import KernelManager
 from websockets.sync.client import connect
 
-from .conftest import Kernel
+from .kernels import Kernel
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(900)]  # builds a wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]

@@ -30,7 +30,7 @@ from .jupyter_server import (
     run_all_cells,
 )
 
-pytestmark = [needs_chromium, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -35,8 +35,8 @@ from ws_notebook.project import ProjectError, load_project, project_path
 from ws_notebook.registry import RESERVED_PATHS
 from ws_notebook.server import endpoint_in
 
-from .conftest import Kernel
 from .endpoints import mount
+from .kernels import Kernel
 
 WAIT = 10.0
 
@@ -481,7 +481,7 @@ def test_a_platform_descriptor_loads_as_the_platform_reads_it(workspace: Path) -
     assert d.declared_location == ""
     assert d.warnings == (
         "colour: unknown property, ignored (expected one of location, handler, endpoint, "
-        "description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+        "description, createdBy, createdAt, engine, updatedBy, updatedAt, uri)",
         "endpoint: '/mycustomwebsocket' starts with '/', which is dropped: clients connect to "
         "'mycustomwebsocket'",
     )
@@ -556,6 +556,7 @@ def test_every_load_error_starts_with_the_descriptors_project_path(workspace: Pa
     assert problems[5].endswith("undefined.py:2: name 'A' is not defined")
 
 
+@pytest.mark.slow
 def test_validate_warns_and_validate_strict_refuses(workspace: Path) -> None:
     command = [sys.executable, "-m", "ws_notebook", "validate", str(workspace / "test-project")]
     lenient = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -564,7 +565,7 @@ def test_validate_warns_and_validate_strict_refuses(workspace: Path) -> None:
     where = "/test-project/websockets/test.websocket"
     assert lenient.stderr.splitlines() == [
         f"warning: {where}: colour: unknown property, ignored (expected one of location, "
-        "handler, endpoint, description, createdBy, createdAt, engine, updatedBy, updatedAt)",
+        "handler, endpoint, description, createdBy, createdAt, engine, updatedBy, updatedAt, uri)",
         f"warning: {where}: endpoint: '/mycustomwebsocket' starts with '/', which is dropped: "
         "clients connect to 'mycustomwebsocket'",
     ]
@@ -586,6 +587,7 @@ def test_validate_warns_and_validate_strict_refuses(workspace: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_list_shows_the_platforms_fields(workspace: Path) -> None:
     project = str(workspace / "test-project")
     command = [sys.executable, "-m", "ws_notebook", "list", project, "--port", "9999"]
@@ -623,6 +625,7 @@ def test_list_shows_the_platforms_fields(workspace: Path) -> None:
     }
 
 
+@pytest.mark.slow
 async def test_serve_answers_the_platforms_urls(workspace: Path) -> None:
     from .test_cli import Served
 
@@ -651,6 +654,7 @@ async def test_serve_answers_the_platforms_urls(workspace: Path) -> None:
 # --- in a kernel ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_load_in_a_kernel_says_from_the_project_path_with_warnings(
     fresh: Kernel, workspace: Path
 ) -> None:
@@ -720,6 +724,8 @@ def jupyter(jupyter_kernel: Kernel) -> Kernel:
     return jupyter_kernel
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_a_404_prints_nothing_into_the_notebook(jupyter: Kernel) -> None:
     fresh = jupyter
     fresh.run("%%websocket echo --no-panel\ndef on_message(message, client):\n    return message")
@@ -748,6 +754,8 @@ def test_a_404_prints_nothing_into_the_notebook(jupyter: Kernel) -> None:
     assert fresh.run("await asyncio.sleep(0.2)").stderr == ""
 
 
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_a_refusal_in_a_kernel_is_in_the_event_log_not_the_notebook(jupyter: Kernel) -> None:
     fresh = jupyter
     fresh.run("%websocket start --token secret")
@@ -774,6 +782,7 @@ def test_a_refusal_in_a_kernel_is_in_the_event_log_not_the_notebook(jupyter: Ker
 # --- the short form while a cell blocks the kernel ---------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_short_form_is_answered_while_a_cell_blocks(fresh: Kernel) -> None:
     from .test_busy_kernel import BLOCK, SLEEP, Block, client, define_echo, run
 

@@ -25,7 +25,7 @@ from websockets.sync.client import connect as connect_sync
 from ws_notebook import Descriptor, Handlers, Registry
 from ws_notebook.cli import _EventPrinter
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .test_cli import WAIT, Served, close_code, connect, recv, write_endpoint
 
 pytestmark = pytest.mark.timeout(180)
@@ -81,6 +81,7 @@ def on_error(error, client):
 """
 
 
+@pytest.mark.slow
 def test_system_exit_and_keyboard_interrupt_in_a_kernel_are_handler_errors(
     fresh: Kernel,
 ) -> None:
@@ -131,6 +132,7 @@ def on_message(message, client):
 """
 
 
+@pytest.mark.slow
 async def test_sys_exit_in_a_handler_does_not_end_serve(tmp_path: Path, serve) -> None:
     write_endpoint(tmp_path, "exiting", EXITING)
     served = await serve(tmp_path)
@@ -168,6 +170,7 @@ FLOOD = 20_000  # messages each flooder pipelines: far more events than the log'
 VISITORS = 10
 
 
+@pytest.mark.slow
 async def test_every_open_error_and_close_reaches_stderr_during_a_flood(
     tmp_path: Path, serve
 ) -> None:

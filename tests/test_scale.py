@@ -27,6 +27,7 @@ import websockets
 pytest.importorskip("redis", reason="redis-py is not installed (pip install 'ws_notebook[scale]')")
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = [
+    pytest.mark.slow,  # Redis, and worker processes
     pytest.mark.timeout(60),
     pytest.mark.skipif(
         REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"

@@ -308,6 +308,7 @@ async def test_a_message_bigger_than_the_send_queue_reaches_a_reader(
         assert await ws.recv() == big
 
 
+@pytest.mark.slow
 async def test_dead_peer_is_closed_by_ping_timeout(serve: Callable[..., Server]) -> None:
     server = serve(limits=Limits(ping_interval=0.2, ping_timeout=0.4))
     endpoint = mount_echo(server)
@@ -480,6 +481,7 @@ async def test_no_log_shows_the_token(
         assert secret not in logged
 
 
+@pytest.mark.slow
 async def test_serve_logs_no_token_when_stopped_during_an_async_handler(tmp_path: Path) -> None:
     """SIGTERM while a handler awaits: Tornado logged the request line, token and all."""
     from .test_cli import Served, write_endpoint

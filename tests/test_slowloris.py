@@ -18,6 +18,8 @@ from ws_notebook import Limits, Server
 
 from .endpoints import mount
 
+pytestmark = pytest.mark.slow  # trickles requests and waits out timeouts
+
 ROOT = Path(__file__).resolve().parent.parent
 TRICKLE = 0.2  # seconds between two bytes of a trickled request
 # A WebSocket opening request: at one byte per TRICKLE, it takes half a minute to send.

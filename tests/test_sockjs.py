@@ -316,6 +316,7 @@ async def test_origin_policy_on_every_transport(
     assert await attempt(server, transport, token, Origin="http://evil.example") == ok
 
 
+@pytest.mark.slow
 async def test_sessions_are_capped_and_closed_when_the_server_stops(
     serve: Callable[..., Server],
 ) -> None:

@@ -24,7 +24,7 @@ from ws_notebook import Descriptor, Handlers, Server
 from .jupyter_server import chromium_page, needs_chromium
 from .npm_clients import node_modules
 
-pytestmark = [needs_chromium, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.browser, needs_chromium, pytest.mark.timeout(120)]
 
 PAGE = """<!doctype html>
 <html><head><title>JavaScript WebSocket</title>

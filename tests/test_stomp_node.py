@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .npm_clients import node_modules, run_client
 from .test_cli import Served, write_endpoint
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # Node clients
 
 HANDLER = """\
 def on_message(message, client):

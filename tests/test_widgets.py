@@ -6,9 +6,10 @@ import html
 import json
 import time
 
+import pytest
 from websockets.sync.client import connect
 
-from .conftest import Kernel
+from .kernels import Kernel
 from .test_kernel import define, url_of
 
 ECHO = "%%websocket echo --description 'Echo service'\ndef on_message(m, c):\n    c.send(m)\n"
@@ -33,6 +34,7 @@ def settle() -> None:
     time.sleep(0.6)
 
 
+@pytest.mark.slow
 def test_panel_shows_connections_and_log_live(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     define(fresh, ECHO)
@@ -77,6 +79,7 @@ def test_errors_are_highlighted(fresh: Kernel) -> None:
     assert "on_message raised ValueError: no thanks" in state["log"]
 
 
+@pytest.mark.slow
 def test_filter_pause_clear_and_dropped(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     define(fresh, ECHO.replace("'Echo service'", "x --log-capacity 10"))
@@ -114,6 +117,7 @@ def test_filter_pause_clear_and_dropped(fresh: Kernel) -> None:
         assert panel_state(fresh)["rows"] == []
 
 
+@pytest.mark.slow
 def test_send_box_broadcasts_and_targets_one_client(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     define(fresh, "%%websocket quiet\n# no handlers: the notebook does the talking\n")
@@ -170,6 +174,7 @@ def test_monitor_all_endpoints(fresh: Kernel) -> None:
     assert reply.error is not None and "no endpoint 'nope'" in reply.error
 
 
+@pytest.mark.slow
 def test_updates_are_throttled_under_load(fresh: Kernel) -> None:
     """A burst of messages costs a handful of widget updates, not one per message."""
     fresh.run("import ws_notebook.widgets")
@@ -215,6 +220,7 @@ def run_in_cell(kernel: Kernel, code: str, cell_id: str) -> None:
     raise AssertionError(f"no reply to cell {cell_id} within 30 s")
 
 
+@pytest.mark.slow
 def test_rates_never_go_negative_when_the_endpoint_goes(fresh: Kernel) -> None:
     """Unmounting (or stopping) drops the counters to zero: that is no negative rate."""
     fresh.run("import ws_notebook.widgets")
@@ -233,6 +239,7 @@ def test_rates_never_go_negative_when_the_endpoint_goes(fresh: Kernel) -> None:
     assert "messages/s: 0 in, 0 out" in counters[-1]
 
 
+@pytest.mark.slow
 def test_a_cell_panel_says_when_a_later_cell_redefines_its_endpoint(fresh: Kernel) -> None:
     fresh.run("import ws_notebook.widgets")
     run_in_cell(fresh, ECHO, "first")
