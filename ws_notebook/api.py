@@ -15,9 +15,8 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .connection import Client
 from .descriptor import Descriptor
 from .endpoint import Endpoint, EventContext, context
 from .handlers import HandlerError, Handlers
@@ -25,6 +24,9 @@ from .project import export_endpoint, load_project
 from .registry import Mounted, UnknownEndpoint
 from .server import Limits, Server, ServerError
 from .watch import ProjectWatcher
+
+if TYPE_CHECKING:
+    from .endpoint import Peer
 
 __all__ = [
     "EventContext",
@@ -330,7 +332,7 @@ def proxy_path(name: str) -> str:
     return default_server().proxy_path(name, jupyter_base_url())
 
 
-def clients(endpoint: str | None = None) -> list[Client]:
+def clients(endpoint: str | None = None) -> list[Peer]:
     """Open clients of one endpoint, or of all endpoints."""
     registry = default_server().registry
     bus = registry.bus
@@ -343,7 +345,7 @@ def clients(endpoint: str | None = None) -> list[Client]:
     return found + (bus.remote_clients(endpoint) if bus is not None else [])
 
 
-def client(client_id: str) -> Client | None:
+def client(client_id: str) -> Peer | None:
     """The open client with that id, or None (as codbex's ``getClient``); with a broker, a
     client of another worker is a ``RemoteClient`` (``send`` and ``close`` work)."""
     registry = default_server().registry
@@ -360,7 +362,7 @@ def _module_key(handler: str) -> str:
     return stem if dot and suffix in ("js", "mjs", "cjs", "ts", "py") else path
 
 
-def client_by_handler(handler: str) -> Client | None:
+def client_by_handler(handler: str) -> Peer | None:
     """An open client of an endpoint served by the handler module ``handler`` (the descriptor's
     ``handler``, with or without its extension), or None (as codbex's ``getClientByHandler``)."""
     wanted = _module_key(handler)

@@ -441,11 +441,11 @@ async def _run(
     printing = asyncio.create_task(printer.run(), name="ws-notebook events")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(number, _on_signal, stopping, number)
+            loop.add_signal_handler(signum, _on_signal, stopping, signum)
         except NotImplementedError:  # Windows' loops: a plain handler hands over to the loop
-            signal.signal(number, lambda n, _: loop.call_soon_threadsafe(_on_signal, stopping, n))
+            signal.signal(signum, lambda n, _: loop.call_soon_threadsafe(_on_signal, stopping, n))
     try:
         if args.watch:
             watcher.start()
@@ -461,9 +461,9 @@ async def _run(
             "shutting down: closing %d client%s (1001)", clients, "" if clients == 1 else "s"
         )
     finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(number)
+                loop.remove_signal_handler(signum)
         await watcher.aclose()
         server.stop("server shutting down")
         deadline = time.monotonic() + SHUTDOWN_SECONDS

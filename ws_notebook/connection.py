@@ -13,9 +13,10 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import parse_qs
 
+from tornado.httputil import HTTPServerRequest
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
@@ -116,6 +117,14 @@ def encode(message: Any) -> Frame:
     )
 
 
+class Opened(Protocol):
+    """What a client is made from: its WebSocket's handler, or (a STOMP session's client)
+    something holding the request that opened its session."""
+
+    @property
+    def request(self) -> HTTPServerRequest: ...
+
+
 class Client:
     """One connection as handlers see it: who it is, what it sent and received, ``send`` and
     ``close``. Its frames are written by its :class:`~ws_notebook.outbox.Outbox`.
@@ -125,9 +134,9 @@ class Client:
     """
 
     def __init__(
-        self, socket: WebSocketHandler, endpoint: Endpoint, max_send_queue: int | None = None
+        self, socket: Opened, endpoint: Endpoint, max_send_queue: int | None = None
     ) -> None:
-        self._socket: WebSocketHandler | None = socket
+        self._socket = socket if isinstance(socket, WebSocketHandler) else None
         self._endpoint = endpoint
         self._max_send_queue = max_send_queue  # bytes queued for the client; None: no limit
         connection = getattr(socket, "ws_connection", None)  # None: a subclass writes (STOMP)

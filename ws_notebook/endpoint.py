@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codes import CloseCode
 from .connection import Client, ConnectionClosed, encode
@@ -24,6 +24,14 @@ from .descriptor import Descriptor
 from .events import EventLog
 from .handlers import EVENT_NAMES, Handlers
 from .output import Target, running
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .outbound import OutboundClient
+
+    # Handlers get a client of a served connection, or of one this process opened.
+    Peer: TypeAlias = Client | OutboundClient
 
 __all__ = ["DEFAULT_LOG_CAPACITY", "Endpoint", "EventContext", "context"]
 
@@ -100,7 +108,7 @@ def context() -> EventContext:
     return EventContext() if current is None else EventContext(*current)
 
 
-def _reply(value: Any, client: Client) -> None:
+def _reply(value: Any, client: Peer) -> None:
     """Send what ``on_message`` returned to its client, as the platform sends a reply."""
     try:
         client.send(value)
@@ -126,7 +134,7 @@ class Endpoint:
         self.descriptor = descriptor
         self.handlers = handlers
         self.log = EventLog(log_capacity)
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, Peer] = {}
         self.connections = 0  # over the endpoint's life, open or closed since
         self.messages_in = 0
         self.messages_out = 0
@@ -205,7 +213,7 @@ class Endpoint:
 
     # --- called by the server for each connection event -------------------------------
 
-    def opened(self, client: Client) -> Any:
+    def opened(self, client: Peer) -> Any:
         self.connections += 1
         self.clients[client.id] = client
         self.log.record("open", client.id, detail=client.remote_address)
@@ -214,7 +222,7 @@ class Endpoint:
             return self._run("open", handler, (client,), client)
         return None
 
-    def received(self, message: str | bytes, client: Client) -> Any:
+    def received(self, message: str | bytes, client: Peer) -> Any:
         self.messages_in += 1
         client.messages_in += 1
         client.bytes_in += len(message)
@@ -224,7 +232,7 @@ class Endpoint:
             return self._run("message", handler, (message, client), client)
         return None
 
-    def closed(self, client: Client, by_server: bool = False) -> Any:
+    def closed(self, client: Peer, by_server: bool = False) -> Any:
         self.clients.pop(client.id, None)
         client._detach()
         if client.close_code is None:
@@ -240,7 +248,7 @@ class Endpoint:
 
     # --- running handlers ----------------------------------------------------------------
 
-    def _run(self, event: str, handler: Any, args: tuple, client: Client) -> Any:
+    def _run(self, event: str, handler: Any, args: tuple, client: Peer) -> Any:
         """Call a handler; an ``async`` one is returned as a coroutine for Tornado to await.
 
         What ``on_message`` returns (but None) is sent to its client; a value that cannot be
@@ -265,7 +273,7 @@ class Endpoint:
             _event.reset(current)
             running.reset(token)
 
-    async def _finish(self, event: str, pending: Any, client: Client, args: tuple) -> None:
+    async def _finish(self, event: str, pending: Any, client: Peer, args: tuple) -> None:
         # Set here, in the task that awaits the handler: Tornado makes its task after _run
         # returned, in a context without the variables; on_open is awaited in the connection's
         # own task, which must not keep them.
@@ -286,7 +294,7 @@ class Endpoint:
             with contextlib.suppress(ValueError):
                 running.reset(token)
 
-    def _failed(self, event: str, error: BaseException, client: Client) -> Any:
+    def _failed(self, event: str, error: BaseException, client: Peer) -> Any:
         """Record a handler's exception and hand it to ``on_error``; the connection stays open."""
         self._report(event, error, client)
         on_error = self.handlers.on_error
@@ -294,12 +302,12 @@ class Endpoint:
             return None
         return self._run("error", on_error, (error, client), client)
 
-    async def _failed_async(self, event: str, error: BaseException, client: Client) -> None:
+    async def _failed_async(self, event: str, error: BaseException, client: Peer) -> None:
         pending = self._failed(event, error, client)
         if pending is not None:
             await pending
 
-    def _report(self, event: str, error: BaseException, client: Client) -> None:
+    def _report(self, event: str, error: BaseException, client: Peer) -> None:
         name = EVENT_NAMES[event][0]
         text = f"{name} raised {type(error).__name__}: {error}"
         self.log.record("error", client.id, detail=text)

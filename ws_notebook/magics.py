@@ -249,8 +249,9 @@ def _shown(error: Exception) -> str:
     line = cause.text.rstrip("\n")
     code = line.lstrip()
     start = cause.offset - 1 - (len(line) - len(code))
-    same_line = cause.end_lineno in (None, cause.lineno) and (cause.end_offset or 0) > cause.offset
-    width = cause.end_offset - cause.offset if same_line else 1
+    end = cause.end_offset or 0
+    same_line = cause.end_lineno in (None, cause.lineno) and end > cause.offset
+    width = end - cause.offset if same_line else 1
     return f"{error}\n    {code}\n    {' ' * max(start, 0)}{'^' * max(width, 1)}"
 
 
@@ -279,14 +280,14 @@ class WebSocketMagics(Magics):
         # descriptor's location are not shown anywhere, "[n]" is.
         self._executed: dict[str, int] = {}
 
-    @cell_magic("websocket")
+    @cell_magic("websocket")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def websocket_cell(self, line: str, cell: str) -> None:
         try:
             self._define(line, cell)
         except _USER_ERRORS as error:
             raise UsageError(_shown(error)) from None
 
-    @line_magic("websocket")
+    @line_magic("websocket")  # type: ignore[arg-type]  # as above
     def websocket_command(self, line: str) -> Any:
         try:
             return self._command(line)
@@ -298,14 +299,16 @@ class WebSocketMagics(Magics):
     def _run_cell(self, args: Any, cell: str, where: str, filename: str) -> Handlers:
         """The cell's handlers; a re-run keeps the values the cell's unchanged assignments hold
         (unless ``--reset``), because the connections kept open rely on them."""
+        shell = self.shell
+        assert shell is not None, "a magic runs in a shell"
         if args.js:  # the module runs afresh: V8 keeps no values across runs
             handlers = _javascript_cell(cell, filename)
-            self._executed[where] = self.shell.execution_count - 1
+            self._executed[where] = shell.execution_count - 1
             return handlers
         current = api.default_server().registry.find(args.name)
         previous = None if args.reset or current is None else current.handlers
-        handlers = Handlers.from_source(cell, filename, self.shell.user_ns, previous)
-        self._executed[where] = self.shell.execution_count - 1  # counted before the cell ran
+        handlers = Handlers.from_source(cell, filename, shell.user_ns, previous)
+        self._executed[where] = shell.execution_count - 1  # counted before the cell ran
         if handlers.kept:
             names = ", ".join(handlers.kept)
             print(
@@ -569,8 +572,9 @@ class WebSocketMagics(Magics):
 
 
 _CONNECT = f"\nClients connect to ws://HOST:PORT{SERVICE_PATH}NAME (or {V4_SERVICE_PATH}NAME).\n"
-WebSocketMagics.websocket_cell.__doc__ = dedent(_cell_parser().format_help() + _CONNECT)
-WebSocketMagics.websocket_command.__doc__ = dedent(_line_help() + _CONNECT)
+# (IPython types the decorated magics as Never, hence the ignores)
+WebSocketMagics.websocket_cell.__doc__ = dedent(_cell_parser().format_help() + _CONNECT)  # type: ignore[assignment]
+WebSocketMagics.websocket_command.__doc__ = dedent(_line_help() + _CONNECT)  # type: ignore[assignment]
 
 _log_handler: logging.Handler | None = None
 _tornado_logs: Any = None  # undoes _route_tornado_logs
@@ -592,9 +596,12 @@ def _cell_output(shell: Any) -> output.Target | None:
     streams = {"stdout": _routing.stdout.stream, "stderr": _routing.stderr.stream}
     # ipykernel's OutStream keeps its parent in a context variable: set it for one write only.
     # 7.4 has set_thread_parent for that; 7.0-7.3 only the variable itself.
-    parents = {name: getattr(stream, "_parent_header", None) for name, stream in streams.items()}
-    if not all(isinstance(var, contextvars.ContextVar) for var in parents.values()):
-        return None
+    parents: dict[str, contextvars.ContextVar] = {}
+    for name, stream in streams.items():
+        var = getattr(stream, "_parent_header", None)
+        if not isinstance(var, contextvars.ContextVar):
+            return None
+        parents[name] = var
     from jupyter_client.session import extract_header  # installed wherever ipykernel is
 
     header = extract_header(parent)

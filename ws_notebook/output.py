@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .events import LINE_PREVIEW_CHARS
 
 if TYPE_CHECKING:
-    from .connection import Client
+    from .endpoint import Peer
 
 __all__ = ["DETAIL_CHARS", "OUTPUT_KINDS", "Routed", "Routing", "Target", "install", "running"]
 
@@ -31,7 +31,7 @@ OUTPUT_KINDS = ("stdout", "stderr")
 # Where an endpoint's output goes besides its log: called with "stdout" or "stderr" and the text.
 Target = Callable[[str, str], None]
 
-running: ContextVar[Client | None] = ContextVar("ws_notebook_running", default=None)
+running: ContextVar[Peer | None] = ContextVar("ws_notebook_running", default=None)
 
 
 class Routed:
@@ -50,7 +50,7 @@ class Routed:
         self.stream = stream
         self.record = record
         self.echo = echo
-        self._client: Client | None = None  # whose line is being printed
+        self._client: Peer | None = None  # whose line is being printed
         self._line = ""  # its text so far, up to DETAIL_CHARS
         self._size = 0  # its length so far
 
@@ -79,7 +79,7 @@ class Routed:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
-    def _record(self, client: Client, text: str) -> None:
+    def _record(self, client: Peer, text: str) -> None:
         if client is not self._client:
             if self._size:
                 self._end_line()

@@ -6,15 +6,17 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .codes import CloseCode
-from .connection import Client
 from .descriptor import Descriptor, check_endpoint_name
 from .endpoint import DEFAULT_LOG_CAPACITY, Endpoint
 from .errors import Error
 from .events import Event, EventLog
 from .handlers import Handlers
+
+if TYPE_CHECKING:
+    from .endpoint import Peer
 
 __all__ = ["Mounted", "Registry", "RESERVED_PATHS", "UnknownEndpoint"]
 
@@ -137,12 +139,12 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._endpoints
 
-    def clients(self, endpoint: str | None = None) -> list[Client]:
+    def clients(self, endpoint: str | None = None) -> list[Peer]:
         """Open clients of one endpoint, or of all of them."""
         endpoints = [self.get(endpoint)] if endpoint is not None else list(self)
         return [client for e in endpoints for client in e.clients.values()]
 
-    def client(self, client_id: str) -> Client | None:
+    def client(self, client_id: str) -> Peer | None:
         for endpoint in self._endpoints.values():
             client = endpoint.clients.get(client_id)
             if client is not None:

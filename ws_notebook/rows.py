@@ -9,11 +9,13 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .connection import Client
 from .events import Event
 from .output import OUTPUT_KINDS
+
+if TYPE_CHECKING:
+    from .endpoint import Peer
 
 __all__ = [
     "CLIENT_COLUMNS",
@@ -57,7 +59,7 @@ def payload(event: Event) -> str:
     return event.preview + more
 
 
-def client_row(client: Client) -> list[str]:
+def client_row(client: Peer) -> list[str]:
     outbound = getattr(client, "direction", "in") == "out"  # a connection this process opened
     return [
         client.id,

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from tornado.httputil import HTTPHeaders, HTTPInputError, parse_request_start_line
@@ -42,6 +42,9 @@ from .registry import RESERVED_PATHS, Registry
 from .tornado_internals import RequestHooks, abort, protocol_for
 from .wire import OpenConnection, Waiting, WireKeeper
 from .worker import EndpointThread
+
+if TYPE_CHECKING:
+    from .endpoint import Peer
 
 __all__ = ["DEFAULT_HOST", "Limits", "Server", "ServerError"]
 
@@ -219,7 +222,8 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         self.set_nodelay(True)
         self.client = Client(self, self.endpoint, max_send_queue=limits.max_send_queue)
         pending = self._watch("on_open", self.endpoint.opened(self.client))
-        waited = getattr(self.ws_connection.stream.socket, "waited", None)
+        stream = getattr(self.ws_connection, "stream", None)
+        waited = getattr(getattr(stream, "socket", None), "waited", None)
         if waited is not None:  # opened by the wire keeper while a cell blocked the kernel
             ended = self.server.last_stall[0] if self.server.last_stall else time.time()
             self.endpoint.waited(self.client.id, waited.messages, waited.since, ended)
@@ -230,7 +234,8 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         pending = self.endpoint.received(message, client)
         if pending is None:
             return None
-        client._outbox.release()  # an async handler's sends go out as it makes them
+        if client._outbox is not None:  # an async handler's sends go out as it makes them
+            client._outbox.release()
         return self._watch("on_message", pending)
 
     def hold_output(self) -> None:
@@ -273,9 +278,10 @@ class EndpointSocket(_Guarded, WebSocketHandler):
         if client is None:  # refused, or closed before open() ran
             return
         client.closed_at = time.time()
-        by_server = self.closed_by_server is not None
-        if by_server:
-            client.close_code, client.close_reason = self.closed_by_server
+        closed_by_server = self.closed_by_server
+        by_server = closed_by_server is not None
+        if closed_by_server is not None:
+            client.close_code, client.close_reason = closed_by_server
         else:
             client.close_code, client.close_reason = self.close_code, self.close_reason
         pending = self.endpoint.closed(client, by_server)
@@ -596,12 +602,12 @@ class Server:
         if worker is None:
             return
 
-        def on_worker() -> list[Client]:
+        def on_worker() -> list[Peer]:
             return [
                 client
                 for endpoint in self.registry
                 for client in list(endpoint.clients.values())
-                if client._loop.asyncio_loop is worker.loop
+                if getattr(client._loop, "asyncio_loop", None) is worker.loop
             ]
 
         def abort_all() -> None:
@@ -627,7 +633,7 @@ class Server:
                     for client in list(endpoint.clients.values())
                     if client._socket is not None
                     and client._socket.ws_connection is not None
-                    and client._loop.asyncio_loop is self._loop
+                    and getattr(client._loop, "asyncio_loop", None) is self._loop
                 ),
                 *(
                     OpenConnection(protocol, prefix, "", beat)
@@ -638,10 +644,16 @@ class Server:
             return []
 
     def handle_connection(self, sock: socket.socket, address: Any) -> None:
-        self._http.handle_connection(sock, address)
+        if self._http is None:  # stopped meanwhile
+            sock.close()
+        else:
+            self._http.handle_connection(sock, address)
 
     def handle_answered(self, sock: socket.socket, address: Any) -> None:
-        self._http.handle_here(sock, address)
+        if self._http is None:
+            sock.close()
+        else:
+            self._http.handle_here(sock, address)
 
     def report_waiting(self, waiting: list[Waiting]) -> None:
         """From the keeper's thread, while the loop is stalled: what waits, for the panels."""

@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from tornado.httputil import HTTPServerRequest, format_timestamp
 from tornado.iostream import StreamBufferFullError, StreamClosedError
@@ -550,7 +550,7 @@ class _Receiving(_Handler):
 
     def _write(self, data: str) -> None:
         self._sent += len(data)
-        stream = self.request.connection.stream
+        stream = cast(Any, self.request.connection).stream  # an HTTP1Connection's
         stream.max_write_buffer_size = self.service.max_queue + len(data) + 64
         self.write(data)
         try:

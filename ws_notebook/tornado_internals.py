@@ -42,6 +42,7 @@ from tornado.util import _websocket_mask
 from tornado.web import RequestHandler
 from tornado.websocket import (
     WebSocketHandler,
+    WebSocketProtocol,
     WebSocketProtocol13,
     _DecompressTooLargeError,
     _WebSocketParams,
@@ -245,7 +246,7 @@ def protocol_for(
     return protocol(handler, False, params)
 
 
-def abort(connection: WebSocketProtocol13) -> None:
+def abort(connection: WebSocketProtocol) -> None:
     """Drop the connection now, without a closing handshake."""
     connection._abort()
 

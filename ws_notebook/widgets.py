@@ -78,8 +78,9 @@ def _payload(event: Event) -> str:
     line = event.kind in LINE_KINDS
     if not (event.cut or line):
         return payload(event)
-    binary = isinstance(event.preview, bytes)
-    kept = event.detail if line else event.preview.hex(" ") if binary else event.preview
+    preview = event.preview
+    binary = isinstance(preview, bytes)
+    kept = event.detail if line else preview.hex(" ") if isinstance(preview, bytes) else preview
     return (
         f"{kept} … {event.cut:,} more {'bytes' if binary else 'characters'}" if event.cut else kept
     )
@@ -474,7 +475,8 @@ class EndpointPanel(widgets.VBox):
 
     def _deliver(self, text: str, target: str) -> None:
         if target == BROADCAST:
-            api.broadcast(self.name, text)
+            if self.name is not ALL:  # a monitor of all endpoints offers no broadcast
+                api.broadcast(self.name, text)
         else:
             client = api.client(target)
             if client is not None and client.open:

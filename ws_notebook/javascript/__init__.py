@@ -115,7 +115,7 @@ from py_mini_racer._context import Context
 from py_mini_racer._dll import mr_callback_func
 from py_mini_racer._exc import JSTerminatedException
 from py_mini_racer._objects import ObjectFactoryImpl
-from py_mini_racer._value_handle import ValueHandle
+from py_mini_racer._value_handle import RawValueHandleType, ValueHandle
 
 from ..connection import ConnectionClosed
 from ..errors import Error
@@ -227,11 +227,11 @@ class _Context:
         v8_thread: list[int] = []  # its id for the operating system
 
         @mr_callback_func
-        def callback(callback_id: int, raw: Any) -> None:
+        def callback(callback_id: int, raw_val_handle: RawValueHandleType) -> None:
             if not kept:
                 kept.append(_gil_state_ensure())
                 v8_thread.append(threading.get_native_id())
-            results.put(raw)
+            results.put(raw_val_handle)
             if callback_id == _LAST_CALL:
                 _gil_state_release(kept.pop())
 
@@ -239,7 +239,13 @@ class _Context:
         self._dll = dll
         self._raw = raw_context
         # No event loop: mini-racer's asyncio side (its callback ids) is not used.
-        self._context = Context(dll, raw_context, None, ObjectFactoryImpl(), itertools.count(1))
+        self._context = Context(
+            dll,
+            raw_context,
+            None,  # type: ignore[arg-type]  # typed as required; only loop-free methods are used
+            ObjectFactoryImpl(),
+            itertools.count(1),
+        )
         self._results = results
         self._v8_thread = v8_thread
         self._cpu = -1  # the CPU V8's thread is kept on (-1: any)
@@ -511,8 +517,8 @@ def _syntax_error(module: _Module, error: Exception) -> HandlerError:
     if what and line.isdigit():
         return HandlerError(f"{module.path}:{line}: {what}")
     if module.text is not None and module.text.syntax_error is not None:
-        line, column = module.text.syntax_error
-        return HandlerError(f"{module.path}:{line}:{column}: syntax error ({first})")
+        error_line, column = module.text.syntax_error
+        return HandlerError(f"{module.path}:{error_line}:{column}: syntax error ({first})")
     return HandlerError(f"{module.path}: {first}")
 
 
@@ -647,6 +653,7 @@ class _Runtime:
             outbox.hold()
         try:
             while events:
+                failure: Exception | None
                 try:
                     done, failure = self._run(events, direct=False)
                 except Exception as error:  # not the handler's: still that event's error
@@ -701,9 +708,9 @@ class _Runtime:
             later: list[list[Any]] = []
             if any(type(r) is list and r[3] for r in results):  # promises: what they did
                 later = json.loads(self.context.eval("__ws_drain()", self.time_limit))[1]
-        except (_Stopped, KeyboardInterrupt) as error:
+        except (_Stopped, KeyboardInterrupt) as interruption:
             # An interrupt (in a kernel) stops the handler only, as it does a Python one.
-            stopped = error if isinstance(error, _Stopped) else _Stopped("interrupt")
+            stopped = interruption if isinstance(interruption, _Stopped) else _Stopped("interrupt")
             results, partial = self._drain()
             results.append([None, partial, None, 0])
             later = []
@@ -1112,7 +1119,10 @@ def _build(
     except BaseException:
         runtime.close()
         raise
-    functions_by_event = {f"on_{_EVENTS[index]}": _handler(runtime, index) for index in found}
+    # Any: spread into keywords of which only the on_* ones (callables) are meant.
+    functions_by_event: dict[str, Any] = {
+        f"on_{_EVENTS[index]}": _handler(runtime, index) for index in found
+    }
     return JavaScriptHandlers(
         **functions_by_event,
         warnings=_near_misses(functions),

@@ -295,8 +295,8 @@ def analyse(source: str, esm: bool | None = None) -> ModuleText:
                         f"? {module}.default : {module};"
                     )
                 elif part.type == "namespace_import":  # import * as x from "m"
-                    local = next(c for c in part.named_children if c.type == "identifier")
-                    prologue.append(f"const {_text(data, local)} = {module};")
+                    namespace = next(c for c in part.named_children if c.type == "identifier")
+                    prologue.append(f"const {_text(data, namespace)} = {module};")
                 elif part.type == "named_imports":  # import { a, b as c } from "m"
                     pairs = []
                     for spec in part.named_children:
@@ -304,6 +304,7 @@ def analyse(source: str, esm: bool | None = None) -> ModuleText:
                             continue
                         name = spec.child_by_field_name("name")
                         alias = spec.child_by_field_name("alias")
+                        assert name is not None  # a field the grammar requires
                         imported = _string_value(data, name) or _text(data, name)
                         local = _text(data, alias if alias is not None else name)
                         pairs.append(f"{json.dumps(imported)}: {local}")
@@ -339,7 +340,7 @@ def analyse(source: str, esm: bool | None = None) -> ModuleText:
                 exports[_text(data, name)] = _line(name)
             continue
         specifier = _string_value(data, source_node)
-        module = bind_module(specifier, _line(statement)) if specifier is not None else None
+        from_module = bind_module(specifier, _line(statement)) if specifier is not None else None
         edits.append((statement.start_byte, statement.end_byte, b""))
         for part in statement.named_children:
             if part.type == "export_clause":  # export { a, b as c } [from "m"]
@@ -348,31 +349,32 @@ def analyse(source: str, esm: bool | None = None) -> ModuleText:
                         continue
                     name = spec.child_by_field_name("name")
                     alias = spec.child_by_field_name("alias")
+                    assert name is not None  # a field the grammar requires
                     local = _string_value(data, name) or _text(data, name)
                     exported = local
                     if alias is not None:
                         exported = _string_value(data, alias) or _text(data, alias)
-                    if module is not None:
-                        getter(exported, f"{module}[{json.dumps(local)}]")
+                    if from_module is not None:
+                        getter(exported, f"{from_module}[{json.dumps(local)}]")
                         exports[exported] = _line(spec)
                     else:
                         getter(exported, local)
                         exports[exported] = functions.get(local, _line(spec))
-            elif part.type == "namespace_export" and module is not None:  # export * as ns
-                local = next(c for c in part.named_children if c.type == "identifier")
-                getter(_text(data, local), module)
-                exports[_text(data, local)] = _line(statement)
+            elif part.type == "namespace_export" and from_module is not None:  # export * as ns
+                namespace = next(c for c in part.named_children if c.type == "identifier")
+                getter(_text(data, namespace), from_module)
+                exports[_text(data, namespace)] = _line(statement)
         star = any(c.type == "*" for c in statement.children)
         if (
             star
-            and module is not None
+            and from_module is not None
             and not any(c.type == "namespace_export" for c in statement.named_children)
         ):  # export * from "m"
             prologue.append(
-                f"for (const key of Object.keys({module})) if (key !== 'default' && "
+                f"for (const key of Object.keys({from_module})) if (key !== 'default' && "
                 f"!Object.prototype.hasOwnProperty.call({EXPORTS}, key)) "
                 f"Object.defineProperty({EXPORTS}, key, {{ enumerable: true, "
-                f"configurable: true, get: () => {module}[key] }});"
+                f"configurable: true, get: () => {from_module}[key] }});"
             )
 
     body = bytearray()
