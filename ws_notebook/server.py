@@ -210,7 +210,7 @@ class EndpointSocket(_Guarded, WebSocketHandler):
     def get_websocket_protocol(self) -> EndpointProtocol | None:
         return protocol_for(self, EndpointProtocol, self.get_compression_options())
 
-    def open(self, *path_args: str) -> Any:
+    def open(self, *path_args: str, **path_kwargs: str) -> Any:
         limits = self.server.limits
         if len(self.endpoint.clients) >= limits.max_connections:
             reason = (
