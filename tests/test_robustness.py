@@ -14,9 +14,7 @@ import asyncio
 import io
 import re
 import signal
-import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,25 +23,14 @@ from websockets.sync.client import connect as connect_sync
 from ws_notebook import Descriptor, Handlers, Registry
 from ws_notebook.cli import _EventPrinter
 
+from . import test_cli
 from .kernels import Kernel
-from .test_cli import WAIT, Served, close_code, connect, recv, write_endpoint
+from .test_cli import WAIT, close_code, connect, recv, write_endpoint
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator:
-    """Start ``ws-notebook serve FOLDER --port 0 OPTIONS``; killed afterwards if still running."""
-    started: list[Served] = []
-
-    async def start(folder: Path, *options: str) -> Served:
-        command = [sys.executable, "-m", "ws_notebook", "serve", str(folder), "--port", "0"]
-        started.append(Served([*command, *options]))
-        return await started[-1].started()
-
-    yield start
-    for served in started:
-        served.kill()
+serve = test_cli.serve  # the fixture: `ws-notebook serve FOLDER --port 0 OPTIONS`, killed after
 
 
 STRICT = """\

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from websockets.sync.client import connect as sync_connect
 from ws_notebook import Descriptor, Handlers, Registry, Server
 from ws_notebook.watch import ProjectWatcher, WatchEvent
 
+from . import test_cli
 from .kernels import Kernel
 from .test_cli import ECHO as WELCOMING_ECHO
 from .test_cli import Served, close_code, connect, recv
@@ -66,19 +67,7 @@ async def round_trip(url: str, text: str) -> tuple[str, float]:
         return str(reply), time.monotonic() - started
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator:
-    """Start ``ws-notebook serve`` (watching, as it does by default) on a folder."""
-    started: list[Served] = []
-
-    async def start(folder: Path) -> Served:
-        served = Served([sys.executable, "-m", "ws_notebook", "serve", str(folder), "--port", "0"])
-        started.append(served)
-        return await served.started()
-
-    yield start
-    for served in started:
-        served.kill()
+serve = test_cli.serve  # the fixture: `ws-notebook serve FOLDER --port 0 OPTIONS`, killed after
 
 
 @pytest.fixture
