@@ -200,10 +200,13 @@ async def connect(port: int) -> tuple[websockets.ClientConnection, str]:
     return ws, greeting[3:]
 
 
-async def until(condition, what: str, seconds: float = WAIT) -> None:
+async def until(condition, what: str, *servers: Serve, seconds: float = WAIT) -> None:
+    """Waits for ``condition``; failing, shows what the ``servers`` list and logged."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"not {what} after {seconds} s"
+        if time.monotonic() > deadline:
+            shown = [f"{s.port}: {_get(s.port)}\n{s.text()[-3000:]}" for s in servers]
+            raise AssertionError("\n".join([f"not {what} after {seconds} s", *shown]))
         await asyncio.sleep(0.1)
 
 
@@ -218,7 +221,9 @@ async def test_broadcast_send_to_id_and_counts_span_workers(pair: tuple[Serve, S
     ws_a, id_a = await connect(a.port)
     ws_b, id_b = await connect(b.port)
     assert id_a != id_b  # ids are unique across workers
-    await until(lambda: _relay(a.port)["clients"] == 2 and _relay(b.port)["clients"] == 2, "2")
+    await until(
+        lambda: _relay(a.port)["clients"] == 2 and _relay(b.port)["clients"] == 2, "2", a, b
+    )
     for port in (a.port, b.port):
         entry = _relay(port)
         assert entry["local_clients"] == 1
@@ -240,7 +245,7 @@ async def test_broadcast_send_to_id_and_counts_span_workers(pair: tuple[Serve, S
     await ws_b.send("count")
     assert await asyncio.wait_for(ws_b.recv(), WAIT) == "count 2"
     await ws_a.close()
-    await until(lambda: _relay(b.port)["clients"] == 1, "1 after a close")
+    await until(lambda: _relay(b.port)["clients"] == 1, "1 after a close", a, b)
     await ws_b.close()
 
 
@@ -248,11 +253,11 @@ async def test_a_dead_workers_clients_expire(pair: tuple[Serve, Serve]) -> None:
     a, b = pair
     ws_a, _ = await connect(a.port)
     clients_b = [await connect(b.port) for _ in range(3)]
-    await until(lambda: _relay(a.port)["clients"] == 4, "4 clients")
+    await until(lambda: _relay(a.port)["clients"] == 4, "4 clients", a, b)
     b.process.send_signal(signal.SIGKILL)
     b.process.wait()
     started = time.monotonic()
-    await until(lambda: _relay(a.port)["clients"] == 1, "B's clients expired", seconds=12)
+    await until(lambda: _relay(a.port)["clients"] == 1, "B's clients expired", a, seconds=12)
     assert time.monotonic() - started < 8
     await ws_a.close()
     for ws, _ in clients_b:
@@ -265,7 +270,7 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
     a, b = pair
     ws_a, _ = await connect(a.port)
     ws_b, id_b = await connect(b.port)
-    await until(lambda: _relay(a.port)["clients"] == 2, "2 clients")
+    await until(lambda: _relay(a.port)["clients"] == 2, "2 clients", a, b)
     redis.stop()
     try:
         await asyncio.to_thread(
@@ -297,7 +302,7 @@ async def test_broker_outage_is_logged_and_delivery_resumes(
         with contextlib.suppress(asyncio.TimeoutError):
             got.append(await asyncio.wait_for(ws_b.recv(), 0.5))
     assert not any(m.startswith("lost") for m in got)  # not replayed
-    await until(lambda: _relay(a.port)["clients"] == 2, "the registry rewritten")
+    await until(lambda: _relay(a.port)["clients"] == 2, "the registry rewritten", a, b)
     # Sends to B's client get through again (any made before B resubscribed are logged lost).
     got.clear()
     deadline = time.monotonic() + WAIT
@@ -330,7 +335,9 @@ async def test_workers_share_a_port_restart_and_stop(
             conns.append(await connect(port))
             workers.add(conns[-1][1].rpartition(".")[2])
         assert len(workers) == 2, workers  # both workers serve the port
-        await until(lambda: _relay(port)["clients"] == len(conns), "every client, from any worker")
+        await until(
+            lambda: _relay(port)["clients"] == len(conns), "every client, from any worker", served
+        )
         await conns[0][0].send("all hello")
         for ws, _ in conns:
             assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
@@ -449,7 +456,7 @@ async def test_a_notebook_joins_a_deployment_and_leaves_it(
         await ws_k.send(f"to {id_b} hello-from-js")
         assert await asyncio.wait_for(ws_k.recv(), WAIT) == "done"
         assert await asyncio.wait_for(ws_b.recv(), WAIT) == "hello-from-js"
-        await until(lambda: _relay(b.port)["clients"] == 2, "B counting the kernel's client")
+        await until(lambda: _relay(b.port)["clients"] == 2, "B counting the kernel's client", b)
 
         table = kernel.run("%websocket clients relay").text
         row = next(line for line in table.splitlines() if id_b in line)
@@ -480,13 +487,75 @@ async def test_a_notebook_joins_a_deployment_and_leaves_it(
             assert "Broker" not in kernel.value(subscribers)  # nothing left listening
             assert _named(redis, short) == []
             assert f"wsn:clients:{short}" not in _registry_keys(redis)  # at once, not expired
-            await until(lambda: _relay(b.port)["clients"] == 0, "B no longer counting them")
+            await until(lambda: _relay(b.port)["clients"] == 0, "B no longer counting them", b)
             if leave.endswith("stop()"):
                 kernel.run(f"ws_notebook.start(broker={redis.url!r})")
                 kernel.run(JS_RELAY)
                 ws_k = await websockets.connect(kernel.value("ws_notebook.url('relay')"))
-                await until(lambda: _relay(b.port)["clients"] == 1, "B seeing the kernel again")
+                await until(lambda: _relay(b.port)["clients"] == 1, "B seeing the kernel again", b)
                 assert kernel.value("ws_notebook.default_server().registry.bus.short") != short
     finally:
         kernel.run("ws_notebook.reset()", check=False)
         b.stop()
+
+
+# --- one worker in this process: its entry in Redis's registry ------------------------------
+
+
+def _hash(redis: Redis, short: str) -> set[str]:
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(redis.url) as client:
+        return {key.decode() for key in client.hkeys(f"wsn:clients:{short}")}
+
+
+async def test_the_registry_entry_stays_true_through_churn_and_outages(redis: Redis) -> None:
+    """Clients open and close without pause while the worker joins the bus and while Redis
+    goes away and comes back: afterwards Redis lists exactly the clients open here. (The
+    worker's list, written whole at start and after each outage, once raced the joins written
+    meanwhile and lost one until the next outage.)"""
+    from ws_notebook import Server
+    from ws_notebook.broker import Broker
+
+    from .endpoints import mount
+
+    server = Server()
+    server.start()
+    mount(server, "churn", on_message=lambda message, client: None)
+    bus = Broker(redis.url, server)
+    bus.attach()
+    kept: list[websockets.ClientConnection] = []
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        for n in range(1, 2000):  # about 10 s at most
+            if stop.is_set():
+                return
+            ws = await websockets.connect(server.url("churn"))
+            if n % 10:
+                await ws.close()
+            else:
+                kept.append(ws)
+            await asyncio.sleep(0.005)
+
+    churning = [asyncio.create_task(churn()) for _ in range(4)]
+    try:
+        await bus.start()
+        for _ in range(2):  # two outages, each ending with the list written whole
+            await asyncio.sleep(0.3)
+            redis.stop()
+            await until(lambda: not bus.up, "the outage noticed")
+            redis.start()
+            await until(lambda: bus.up, "Redis back")
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*churning)
+        open_here = {client.id for client in server.registry.clients()}
+        assert len(open_here) == len(kept) > 10
+        await until(lambda: _hash(redis, bus.short) == open_here, "Redis listing the open clients")
+    finally:
+        stop.set()
+        for ws in kept:
+            await ws.close()
+        await bus.aclose()
+        server.stop()

@@ -173,7 +173,6 @@ class Broker:
         # endpoint: {"broadcast" | "send" | "close": how many} not published during an outage
         self.lost: dict[str, dict[str, int]] = {}
         self.others: dict[str, dict[str, str]] = {}  # worker: {client id: endpoint}
-        self._dirty = True  # our hash must be written whole (at start, after an outage)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -239,7 +238,16 @@ class Broker:
             await leaving
 
     async def _leave(self, tasks: list[asyncio.Task]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # redis-py can turn a cancellation that meets its own socket timeout into a
+        # TimeoutError it retries: a task still running is cancelled again (the loops also
+        # end once they see ``closed``).
+        pending = set(tasks)
+        for _ in range(10):
+            if not pending:
+                break
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
+            for task in pending:
+                task.cancel()
         with contextlib.suppress(Exception):
             await self._redis.delete(self._key(self.short))
         for client in (self._redis, self._sub_redis):
@@ -319,7 +327,7 @@ class Broker:
             )
         self.up = True
         self.down_since = None
-        self._dirty = True
+        self._put(("rewrite", None))  # our hash, written whole (at start, after an outage)
 
     def _set_down(self, error: BaseException) -> None:
         if not self.up and self.down_since is not None:
@@ -356,7 +364,7 @@ class Broker:
         assert self._queue is not None
         queue = self._queue
         key = self._key(self.short)
-        while True:
+        while not self.closed:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < BATCH:
                 batch.append(queue.get_nowait())
@@ -364,18 +372,25 @@ class Broker:
                 for kind, item in batch:  # registry changes are written whole once Redis is back
                     self._count_if_message(kind, item)
                 continue
+            commands: list[int] = []  # how many answers each item of the batch gets
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for kind, item in batch:
                         if kind == "bc":
                             pipe.publish(f"{PREFIX}bc:{item[0]}", item[1])
+                            commands.append(1)
                         elif kind == "op":
                             pipe.publish(f"{PREFIX}w:{item[0]}", item[1])
+                            commands.append(1)
                         elif kind == "join":
                             pipe.hset(key, item[0], item[1])
                             pipe.expire(key, REGISTRY_TTL)
+                            commands.append(2)
                         elif kind == "leave":
                             pipe.hdel(key, item)
+                            commands.append(1)
+                        elif kind == "rewrite":
+                            commands.append(self._rewrite(pipe, key))
                     answers = iter(await pipe.execute())
             except asyncio.CancelledError:
                 raise
@@ -384,13 +399,26 @@ class Broker:
                     self._count_if_message(kind, item)
                 self._set_down(error)
                 continue
-            for kind, item in batch:
-                received = next(answers)
-                if kind == "join":
-                    next(answers)  # the expire's
-                elif kind == "op" and not received:
+            for (kind, item), count in zip(batch, commands, strict=True):
+                received = [next(answers) for _ in range(count)][0]
+                if kind == "op" and not received:
                     worker, _payload, endpoint, op, client_id = item
                     self._undelivered(endpoint, op, client_id, worker)
+
+    def _rewrite(self, pipe: Any, key: str) -> int:
+        """This worker's hash, whole, in the publisher's pipeline (returns how many commands).
+
+        Taken in order with the joins and leaves: the registry is read as the pipeline is
+        built, so every join or leave queued before is in it, and replaying those queued behind
+        it changes nothing. (Written from another connection, a join could reach Redis between
+        the read and the write and be erased until the next outage.)
+        """
+        mine: dict[EncodableT, EncodableT] = {c.id: c.endpoint for c in self.registry.clients()}
+        pipe.delete(key)
+        if mine:
+            pipe.hset(key, mapping=mine)
+            pipe.expire(key, REGISTRY_TTL)
+        return 3 if mine else 1
 
     def _count_if_message(self, kind: str, item: Any) -> None:
         if kind == "bc":
@@ -402,24 +430,12 @@ class Broker:
         """Keeps this worker's entry alive, reads the others', and notices an outage's end."""
         redis = self._redis
         key = self._key(self.short)
-        while True:
+        while not self.closed:
             try:
                 if not self.up:
                     await redis.ping()
                     self._set_up()
-                if self._dirty:
-                    mine: dict[EncodableT, EncodableT] = {
-                        c.id: c.endpoint for c in self.registry.clients()
-                    }
-                    async with redis.pipeline(transaction=True) as pipe:
-                        pipe.delete(key)
-                        if mine:
-                            pipe.hset(key, mapping=mine)
-                            pipe.expire(key, REGISTRY_TTL)
-                        await pipe.execute()
-                    self._dirty = False
-                else:
-                    await redis.expire(key, REGISTRY_TTL)
+                await redis.expire(key, REGISTRY_TTL)
                 others: dict[str, dict[str, str]] = {}
                 # Without decode_responses, Redis answers bytes.
                 async for found in redis.scan_iter(match=f"{PREFIX}clients:*", count=500):
@@ -436,12 +452,12 @@ class Broker:
 
     async def _subscriber(self) -> None:
         """Delivers other workers' broadcasts, and sends and closes for clients here."""
-        while True:
+        while not self.closed:
             pubsub = self._sub_redis.pubsub()
             try:
                 await pubsub.psubscribe(f"{PREFIX}bc:*")
                 await pubsub.subscribe(f"{PREFIX}w:{self.short}")
-                while True:
+                while not self.closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._received(message["channel"].decode(), message["data"])

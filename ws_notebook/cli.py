@@ -396,11 +396,6 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _run(
     server: Server, watcher: ProjectWatcher, printer: _EventPrinter, args: argparse.Namespace
 ) -> int:
-    try:
-        server.start()
-    except ServerError as error:
-        logger.error("%s", error)
-        return FAILED
     bus = None
     if args.broker:
         from .broker import Broker, BrokerError
@@ -410,10 +405,18 @@ async def _run(
             bus = Broker(args.broker, server)
         except BrokerError as error:
             logger.error("%s", error)
-            server.stop("server shutting down")
             return INVALID
         if number:
             bus.worker_id += f" (worker {number})"
+        bus.attach()  # before the first client: its id and its join are the bus's
+    try:
+        server.start()
+    except ServerError as error:
+        logger.error("%s", error)
+        if bus is not None:
+            await bus.aclose()
+        return FAILED
+    if bus is not None:
         await bus.start()
         logger.info("worker %s on broker %s", bus.worker_id, bus.safe_url)
     registry = server.registry
