@@ -338,7 +338,24 @@ async def _frames_until(reader: asyncio.StreamReader, text: bytes) -> list[tuple
 def _masked(opcode: int, payload: bytes) -> bytes:
     mask = b"\x01\x02\x03\x04"
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+    if len(payload) < 126:
+        return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+    return bytes((0x80 | opcode, 0x80 | 126)) + len(payload).to_bytes(2, "big") + mask + body
+
+
+async def _raw_client(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client by hand, to send frames byte by byte; after the welcome."""
+    host, port, path = re.fullmatch(r"ws://([^:/]+):(\d+)(/.*)", url).groups()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    await _frames_until(reader, b"welcome ")
+    return reader, writer
 
 
 async def test_a_ping_answered_during_the_block_is_not_answered_again_after_it(
@@ -346,18 +363,8 @@ async def test_a_ping_answered_during_the_block_is_not_answered_again_after_it(
 ) -> None:
     """One pong per ping: the server, reading the ping after the block, knows the keeper
     answered it. Raw frames, to count the pongs."""
-    url = await define_echo(notebook, "echo")
-    host, port, path = re.fullmatch(r"ws://([^:/]+):(\d+)(/.*)", url).groups()
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await _raw_client(await define_echo(notebook, "echo"))
     try:
-        key = base64.b64encode(b"0123456789abcdef").decode()
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        await _frames_until(reader, b"welcome ")
         async with Block(notebook, SLEEP) as cell:
             writer.write(_masked(0x9, b"during"))
             first = await asyncio.wait_for(reader.readexactly(8), 3)
@@ -366,6 +373,30 @@ async def test_a_ping_answered_during_the_block_is_not_answered_again_after_it(
         writer.write(_masked(0x9, b"after") + _masked(0x1, b"hi"))
         frames = await _frames_until(reader, b"1:hi")
         assert frames == [(0xA, b"after"), (0x1, b"1:hi")], frames
+    finally:
+        writer.close()
+
+
+async def test_a_client_caught_between_a_frames_first_bytes_and_its_length_is_kept(
+    notebook: Kernel,
+) -> None:
+    """The loop read a frame's first two bytes and waits for its extended length when the cell
+    blocks: the keeper still finds where frames start (the protocol kept those two bytes) and
+    answers a ping sent behind that frame."""
+    reader, writer = await _raw_client(await define_echo(notebook, "echo"))
+    try:
+        message = _masked(0x1, b"x" * 200)
+        writer.write(message[:2])  # 126: a 16-bit length follows
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the idle loop reads those two bytes
+        async with Block(notebook, SLEEP) as cell:
+            writer.write(message[2:] + _masked(0x9, b"during"))
+            pong = await asyncio.wait_for(reader.readexactly(8), 3)
+            assert pong == bytes((0x8A, 6)) + b"during", pong  # the keeper's, in time
+            assert cell.elapsed() < BLOCK
+            await cell.finished()
+        frames = await _frames_until(reader, b"1:")
+        assert frames == [(0x1, b"1:" + b"x" * 200)], frames  # the ping is not answered twice
     finally:
         writer.close()
 

@@ -85,13 +85,14 @@ class TornadoProtocol(WebSocketProtocol13):
 
     _fragments_compressed = False  # the compressed bit of the fragmented message being read
     # For the wire keeper (ws_notebook.wire): where this protocol's first byte is in its socket's
-    # count of bytes read, where the frame being read (or the last one) ends, and the stream read
-    # this protocol awaits. Slots, not instance attributes: Tornado's protocol has 29 of those,
+    # count of bytes read, where the frame being read (or the last one) ends, the first two bytes
+    # of a frame whose extended length is awaited, and the stream read this protocol awaits. Slots, not instance attributes: Tornado's protocol has 29 of those,
     # and past 30 CPython stops sharing the instance dict's keys (a 1.5 KiB dict per connection,
     # and slower attribute access on every frame).
-    __slots__ = ("wire_base", "frame_end", "pending_read")
+    __slots__ = ("wire_base", "frame_end", "frame_head", "pending_read")
     wire_base: int
     frame_end: int
+    frame_head: bytes
     pending_read: Awaitable[bytes] | None
     handler: Any  # the handler adds output_due, hold_output and closed_by_server
 
@@ -154,6 +155,7 @@ class TornadoProtocol(WebSocketProtocol13):
                 return
         length = second & 0x7F
         if length > 125:
+            self.frame_head = head  # frame_end is not known before the length is read
             length = int.from_bytes(await self._read_bytes(2 if length == 126 else 8), "big")
         if length + (len(fragments) if fragments is not None else 0) > self.params.max_message_size:
             self.fail(CloseCode.TOO_BIG, "message too big")

@@ -412,12 +412,17 @@ class WireKeeper:
             if len(pending) != taken - parsed:
                 return False
         boundary = protocol.frame_end
-        if boundary < parsed:  # between a frame's first bytes and its length: rare, skipped
+        if boundary >= parsed:
+            watched.start = watched.scan = boundary
+            if boundary < wire.received:
+                watched.known = (pending + unread(stream))[boundary - parsed :]
+            return True
+        # The frame's first two bytes are parsed, its extended length is awaited: the frame
+        # starts two bytes back, and the protocol kept those two.
+        if parsed - boundary != 2:
             return False
         watched.start = watched.scan = boundary
-        if boundary < wire.received:
-            unparsed = pending + unread(stream)
-            watched.known = unparsed[boundary - parsed :]
+        watched.known = protocol.frame_head + pending + unread(stream)
         return True
 
     def _accept(self) -> None:
