@@ -68,6 +68,8 @@ _background: set[Any] = set()
 # Endpoints unmounted on purpose, by name: what stopped them and how to serve them again, so
 # that using one afterwards says so rather than that no such endpoint exists.
 _stopped: dict[str, str] = {}
+# The outbound connections stop() closed, by endpoint name: start() opens them again.
+_closed_by_stop: dict[str, Any] = {}  # ws_notebook.outbound.OutboundConnection
 
 
 def default_server() -> Server:
@@ -111,6 +113,12 @@ def start(
     start). A running server is left as it is; asking it for another address or other settings
     is an error that says to stop it first. ``token="auto"`` generates a token. Endpoints stay
     mounted across a stop and start.
+
+    Starting a stopped server opens again, with the same options, the outbound connections
+    ``stop()`` closed (see ``ws_notebook.outbound``): a stop and start restarts everything that
+    serves the notebook's WebSockets. This holds for whatever starts the server again
+    (``%websocket start``, a ``%%websocket`` cell, ``serve``). A connection closed or unmounted
+    before, or connected again since, is left as it is.
     """
     global _stop_at_exit_registered
     server = default_server()
@@ -133,6 +141,7 @@ def start(
         return server
     server.configure(**wanted)
     server.start(host, port)
+    _reopen(server)
     if not _stop_at_exit_registered:
         # A kernel that shuts down closes its clients with 1001 (going away): the close
         # frames are written straight to the sockets, with no loop needed.
@@ -141,6 +150,20 @@ def start(
     if broker is not None:
         _join(server, broker)
     return server
+
+
+def _reopen(server: Server) -> None:
+    """Open again the outbound connections ``stop()`` closed, of endpoints still mounted."""
+    from .outbound import open_mounted
+
+    closed = dict(_closed_by_stop)
+    _closed_by_stop.clear()
+    for name, connection in closed.items():
+        found = server.registry.find(name)
+        if found is None or found.outbound is not connection or not found.descriptor.uri:
+            continue  # unmounted, or connected again since
+        found.outbound = None  # it may still be closing: a new connection, not that one kept
+        open_mounted(found, connection.options)
 
 
 def _join(server: Server, url: str) -> None:
@@ -228,10 +251,13 @@ def unmount(name: str, *, stopped_with: str | None = None) -> Endpoint:
 def stop() -> None:
     """Stop serving: clients are closed with 1001 and the port is freed; endpoints stay mounted.
 
-    A broker joined with ``start(broker=...)`` is left too: its tasks stop, this kernel's
-    clients leave the Redis registry and its connections close (``start(broker=...)`` joins
-    again)."""
+    Outbound connections are closed with 1001 too, and ``start()`` opens them again. A broker
+    joined with ``start(broker=...)`` is left too: its tasks stop, this kernel's clients leave
+    the Redis registry and its connections close (``start(broker=...)`` joins again)."""
     if _server is not None:
+        for found in _server.registry:
+            if found.outbound is not None and not found.outbound.done:
+                _closed_by_stop[found.name] = found.outbound
         _server.stop()
         bus = _server.registry.bus
         if bus is not None:
@@ -263,6 +289,7 @@ def reset() -> None:
     stop()
     _server = None
     _stopped.clear()
+    _closed_by_stop.clear()
 
 
 def endpoint(name: str) -> Endpoint:
@@ -294,8 +321,16 @@ def url(name: str, with_token: bool = False) -> str:
     """The ``ws://`` (or ``wss://``) URL of a mounted endpoint.
 
     ``with_token=True`` adds the server's ``?token=``: for a client to use, never to display.
+    An outbound connection is not served here, so it has no URL: UnknownEndpoint says so, with
+    its remote URI (credentials left out; ``endpoint(name).outbound.uri`` has it whole).
     """
-    _endpoint(name)
+    found = _endpoint(name)
+    if found.outbound is not None:
+        raise UnknownEndpoint(
+            f"{name!r} is an outbound connection to {found.outbound.uri_shown}, not an endpoint "
+            f"this server serves: it has no URL here (its URI: "
+            f"ws_notebook.endpoint({name!r}).outbound.uri)"
+        )
     return default_server().url(name, with_token=with_token)
 
 
@@ -410,7 +445,9 @@ def load_descriptor(
     Every file is checked first; if any is broken, ``ProjectError`` lists all problems and
     nothing is mounted. With ``watch=True`` the folder is then watched: added, changed and
     removed files are mounted, reloaded in place and unmounted while the server runs (a broken
-    edit keeps the last good version serving); ``unwatch`` or ``reset`` stops that.
+    edit keeps the last good version serving; a descriptor with a ``uri`` connects when added,
+    reconnects when its ``uri`` changes and is closed with 1001 when removed); ``unwatch`` or
+    ``reset`` stops that.
     """
     registry = default_server().registry
     if not watch:

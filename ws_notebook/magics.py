@@ -461,6 +461,14 @@ class WebSocketMagics(Magics):
         return Table(columns, rows)
 
     def _url(self, args: Any) -> None:
+        connection = api.endpoint(args.name).outbound
+        if connection is not None:  # not served here: where it connects to, credentials left out
+            print(connection.uri_shown)
+            print(
+                f"{args.name} is an outbound connection ({connection.state}): this kernel "
+                "connects to that URI; it is not served here"
+            )
+            return
         print(api.url(args.name))
         if api.proxy_installed():  # else the path would lead nowhere
             print(
@@ -476,8 +484,14 @@ class WebSocketMagics(Magics):
             print(f"{args.name}: unmounted, {len(endpoint.clients)} clients closed (1001)")
             return
         clients = len(api.clients())
+        outbound = [
+            e.name for e in api.endpoints() if e.outbound is not None and not e.outbound.done
+        ]
         api.stop()
-        print(f"server stopped, {clients} clients closed (1001); %websocket start serves again")
+        again = f" and reconnects {', '.join(outbound)}" if outbound else ""
+        print(
+            f"server stopped, {clients} clients closed (1001); %websocket start serves again{again}"
+        )
 
     def _start(self, args: Any) -> None:
         chosen = {
@@ -494,6 +508,7 @@ class WebSocketMagics(Magics):
             if getattr(args, name) is not None
         }
         current = api.default_server().limits  # limits not given keep their values
+        before = {e.name: e.outbound for e in api.endpoints()}
         server = api.start(
             args.host,
             args.port,
@@ -506,6 +521,9 @@ class WebSocketMagics(Magics):
         print(
             f"serving {len(server.registry)} endpoints at {server.scheme}://{server.host}:{server.port}"
         )
+        for endpoint in server.registry:  # the outbound connections stop closed, opened again
+            if endpoint.outbound is not None and endpoint.outbound is not before.get(endpoint.name):
+                print(f"{endpoint.name}: connecting to {endpoint.outbound.uri_shown} again")
         if server.token is not None:
             print(
                 "clients must send the token (Authorization: Bearer TOKEN, or ?token=TOKEN); "

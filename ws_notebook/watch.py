@@ -8,6 +8,10 @@ descriptors whose files changed and applies the difference to the registry:
 - a changed descriptor or handler is mounted again, which swaps the handlers in place, so open
   connections stay open and get the new handlers' events from then on;
 - a removed descriptor is unmounted, its clients closed with 1001 (going away);
+- a descriptor with a ``uri`` is an outbound connection (see :mod:`ws_notebook.outbound`): a new
+  one connects, a changed one keeps its connection (handlers swapped in place) unless its
+  ``uri`` changed, when it reconnects to the new one, and a removed one is closed with 1001;
+  one that becomes a served endpoint, or the other way round, is unmounted and mounted again;
 - a change that breaks a descriptor or its handler leaves the last good version serving, and the
   problems (file and property, as ``load_project`` words them) are reported, once each.
 
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from watchfiles import DefaultFilter, awatch
 
+from .endpoint import Endpoint
 from .handlers import HandlerError, Handlers
 from .project import (
     LoadedEndpoint,
@@ -91,13 +96,32 @@ def _stamp(file: Path, handler_path: Path, local_files: Sequence[Path] = ()) -> 
     return (_read(file), handler_path, _read(handler_path), modules)
 
 
+def _connect(endpoint: Endpoint) -> str:
+    """Connect an endpoint whose descriptor has a ``uri``, as at start: a connection open to the
+    same URI is kept (its handlers were swapped in place), one to another URI is closed and
+    one to the new URI opened. Returns what was done, for the event ("" if nothing)."""
+    uri = endpoint.descriptor.uri
+    if not uri:
+        return ""
+    from .outbound import open_mounted, shown  # outbound imports the api, which imports this
+
+    before = endpoint.outbound
+    if open_mounted(endpoint) is before:
+        return ""
+    if before is not None and before.uri != uri:
+        return f"; reconnecting to {shown(uri)} (the connection to {before.uri_shown} closed)"
+    return f"; connecting to {shown(uri)}"
+
+
 class ProjectWatcher:
     """Keeps ``registry`` in step with the ``.websocket`` files under ``path``.
 
-    ``load()`` mounts the project as it is (all or nothing, as ``load_project``), ``start()``
-    watches it for changes from a task on the running loop, ``stop()`` cancels that task (the
-    endpoints stay mounted). ``arescan()`` applies the differences once, now, without watching;
-    ``rescan()`` does the same from synchronous code, running module code on the calling thread.
+    ``load()`` mounts the project as it is (all or nothing, as ``load_project``), without
+    connecting its outbound connections: the caller does, once its server runs (as
+    ``ws-notebook serve`` and ``load_descriptor`` do). ``start()`` watches it for changes from a
+    task on the running loop, ``stop()`` cancels that task (the endpoints stay mounted).
+    ``arescan()`` applies the differences once, now, without watching; ``rescan()`` does the
+    same from synchronous code, running module code on the calling thread.
     ``load_timeout`` is how many seconds a changed handler module may take to load.
     """
 
@@ -310,6 +334,11 @@ class ProjectWatcher:
         if current is not None and current.descriptor.endpoint != name:
             events.append(self._remove(file, f"renamed to {name!r}"))
             current = None
+        elif current is not None and bool(current.descriptor.uri) != bool(loaded.descriptor.uri):
+            # served clients must not get an outbound connection's events, nor the other way
+            now = "now an outbound connection" if loaded.descriptor.uri else "now served"
+            events.append(self._remove(file, now))
+            current = None
         try:
             mounted = self.registry.mount(loaded.descriptor, loaded.handlers)
         except Exception as error:
@@ -325,14 +354,21 @@ class ProjectWatcher:
         note = "fixed; " if self._reported.pop(file, None) is not None else ""
         handlers = ", ".join(loaded.handlers.defined) or "none"
         where = loaded.descriptor.location  # its path in the project, as problems name it
+        warnings = tuple(f"{loaded.descriptor.location}: {w}" for w in loaded.descriptor.warnings)
+        warnings += tuple(f"{loaded.handler_path}: {w}" for w in loaded.handlers.warnings)
+        try:
+            going = _connect(mounted.endpoint)
+        except (RuntimeError, ImportError) as error:  # no running loop, no websockets package
+            going = ""
+            warnings += (f"{where}: not connected: {error}",)
         if mounted.replaced is None:
-            kind, what = "mounted", f"mounted from {where} ({note}handlers: {handlers})"
+            kind, what = "mounted", f"mounted from {where} ({note}handlers: {handlers}){going}"
+        elif going:
+            kind, what = "reloaded", f"reloaded from {where} ({note}handlers: {handlers}){going}"
         else:
             kept = len(mounted.endpoint.clients)
             kind = "reloaded"
             what = f"reloaded from {where} ({note}handlers: {handlers}; {kept} connections kept)"
-        warnings = tuple(f"{loaded.descriptor.location}: {w}" for w in loaded.descriptor.warnings)
-        warnings += tuple(f"{loaded.handler_path}: {w}" for w in loaded.handlers.warnings)
         return [*events, WatchEvent(kind, file, name, f"{name}: {what}", warnings=warnings)]
 
     def _recovered(self, file: Path, current: LoadedEndpoint) -> list[WatchEvent]:
