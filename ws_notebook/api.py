@@ -274,12 +274,15 @@ def going_away(reason: str) -> None:
     extension calls from there, so clients learn the kernel went away instead of seeing the
     connection drop (1006) when the process is killed.
     """
-    if _server is not None and _server.running:
-        _server.going_away(reason)
-    elif _server is not None:  # outbound connections need no server running: close them here
-        from .outbound import going_away as close_outbound
+    if _server is None:
+        return
+    from .outbound import going_away as close_outbound
 
-        close_outbound(_server.registry, reason)
+    # First: their I/O thread writes the close frames even while a cell blocks the loop
+    # (server.going_away waits up to a second for the loop).
+    close_outbound(_server.registry, reason)
+    if _server.running:
+        _server.going_away(reason)
 
 
 def reset() -> None:

@@ -45,13 +45,25 @@ through a proxy (its simple HTTP client refuses ``proxy_host``), while ``websock
 ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment (``proxy=True``) or a proxy URL;
 its errors carry the rejected response (status, reason, body) and the certificate verification
 message; both send keepalive pings and verify ``wss://`` against the system's CA bundle or a
-given ``cafile``. A cell that blocks the kernel longer than ``ping_interval + ping_timeout``
-holds up the pongs, so the connection may drop then (and reconnect, if asked).
+given ``cafile``.
+
+A cell that blocks the kernel (``time.sleep(60)``, a long loop) does not drop the connection: its
+socket is read and written on a thread of its own, ``ws_notebook outbound`` (one asyncio loop for
+every outbound connection, started with the first, stopped once none is left), which answers the
+server's pings, sends the keepalive pings and writes what handlers send, while the handlers, the
+counters and the log stay on the kernel's loop. Each event (open, message, close, a failure to
+connect) is handed over to the kernel's loop in order, so handlers run on its main thread, in
+order, once each, as before: messages that come in during a block wait for it, up to
+``HELD_BYTES`` a connection; past that the thread stops reading (the server's data waits in the
+socket buffers, TCP flow control) and the log says so. The price is a thread hop per message each
+way (tens of microseconds), which outbound feeds can afford: they are not the hot path that
+served endpoints are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.util
@@ -64,7 +76,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -91,6 +103,12 @@ __all__ = [
 logger = logging.getLogger("ws_notebook")
 
 _ids = itertools.count(1)
+
+# Bytes of received messages a connection holds for a busy kernel before it stops reading, as
+# the wire keeper holds a served connection's (ws_notebook.wire).
+HELD_BYTES = 16 * 2**20
+# A message handled this many seconds after it came in waited for the kernel: the log says so.
+LATE = 0.4
 
 
 class ConnectError(Error, ConnectionError):
@@ -258,6 +276,176 @@ def _failure(error: BaseException, uri: str, options: _Options) -> tuple[str, bo
     return f"cannot connect to {address}: {type(error).__name__}: {error}", True
 
 
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
+    """Hand ``callback`` to ``loop`` from any thread; False if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+class _IOThread:
+    """The ``ws_notebook outbound`` thread: one asyncio loop for the sockets of every outbound
+    connection, so they are read and written while a cell blocks the kernel's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.users = 0
+        self.thread = threading.Thread(target=self._run, name="ws_notebook outbound", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Left only by connections whose kernel loop went away: a second to close, then out.
+            left = asyncio.all_tasks(loop)
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=1.0))
+                for task in left:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # DNS lookups' threads
+        finally:
+            loop.close()
+
+
+_io: _IOThread | None = None
+_io_lock = threading.Lock()
+
+
+def _acquire() -> _IOThread:
+    """The I/O thread, started if none runs, for one more connection."""
+    global _io
+    with _io_lock:
+        if _io is None:
+            _io = _IOThread()
+        _io.users += 1
+        return _io
+
+
+def _release(io: _IOThread) -> None:
+    """One connection less; the last one stops the thread (it ends once its loop is done)."""
+    global _io
+    with _io_lock:
+        io.users -= 1
+        if io.users > 0:
+            return
+        if _io is io:
+            _io = None
+    _post(io.loop, io.loop.stop)
+
+
+class _Session:
+    """One connection attempt's socket, on the I/O thread: connect, read, write, close.
+
+    What happens is put in ``inbox`` (an ``asyncio.Queue`` of the kernel's loop), in order:
+    ``("open", websocket)`` or ``("failed", error)``; then ``("message", message, arrived)``
+    for each message, ``("held", bytes)`` when it stops reading, and ``("closed",)`` once the
+    connection is closed. The kernel calls ``handled`` for each message it is done with, so
+    that a session holding ``HELD_BYTES`` reads again.
+    """
+
+    def __init__(
+        self, io: _IOThread, inbox: asyncio.Queue, uri: str, options: dict[str, Any]
+    ) -> None:
+        self.io = io
+        self.websocket: Any = None  # a websockets ClientConnection, once open
+        self._inbox = inbox
+        self._kernel = asyncio.get_running_loop()
+        self._uri = uri
+        self._options = options
+        self._task: asyncio.Task | None = None
+        self._lock = threading.Lock()
+        self._held = 0  # bytes handed to the kernel's loop and not handled yet
+        self._paused = False
+        self._draining = False  # closing: read on whatever is held, to see the close frame
+        self._resume = asyncio.Event()
+        _post(io.loop, self._start)
+
+    def _start(self) -> None:
+        if not self._draining:  # else closed before it started
+            self._task = self.io.loop.create_task(self._run())
+
+    def _tell(self, *event: Any) -> None:
+        _post(self._kernel, self._inbox.put_nowait, event)
+
+    async def _run(self) -> None:
+        from websockets.asyncio.client import connect as open_websocket
+        from websockets.exceptions import ConnectionClosed as Closed
+
+        try:
+            websocket = await open_websocket(self._uri, **self._options)
+        except Exception as error:
+            self._tell("failed", error)
+            return
+        self.websocket = websocket
+        self._tell("open", websocket)
+        try:
+            async for message in websocket:
+                self._tell("message", message, time.time())
+                if self._hold(len(message)):
+                    self._tell("held", self._held)
+                    await self._resume.wait()
+        except Closed:
+            pass  # the close event says how it ended
+        self._tell("closed")
+
+    def _hold(self, size: int) -> bool:
+        """Count a message handed to the kernel; True: stop reading until it catches up."""
+        with self._lock:
+            self._held += size
+            if self._held <= HELD_BYTES or self._draining:
+                return False
+            self._paused = True
+            self._resume.clear()
+            return True
+
+    def handled(self, size: int) -> None:
+        """From the kernel's loop: a message is handled; read again once half is."""
+        with self._lock:
+            self._held -= size
+            wake = self._paused and self._held <= HELD_BYTES // 2
+            if wake:
+                self._paused = False
+        if wake:
+            _post(self.io.loop, self._resume.set)
+
+    def send(self, frame: Frame) -> concurrent.futures.Future:
+        """From the kernel's loop: write a frame (in the order of the calls)."""
+        sending = self.websocket.send(frame.message, text=not frame.binary)
+        return asyncio.run_coroutine_threadsafe(sending, self.io.loop)
+
+    def close(self, code: int, reason: str) -> None:
+        """From any thread: close the connection, or stop connecting."""
+        _post(self.io.loop, self._close, code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        self._draining = True
+        self._resume.set()
+        if self.websocket is not None:
+            closing = self.io.loop.create_task(self.websocket.close(code, reason))
+            closing.add_done_callback(_retrieved)
+        elif self._task is not None:
+            self._task.cancel()  # the handshake: the kernel's side stopped waiting for it
+
+
+class _Written:
+    """What ``OutboundClient.send`` returns: awaiting it (on the kernel's loop) waits until the
+    frame is written; it costs nothing more until then."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: concurrent.futures.Future) -> None:
+        self._future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return (yield from asyncio.wrap_future(self._future).__await__())
+
+
 class OutboundClient:
     """One connection this process opened: the client its handlers get.
 
@@ -275,6 +463,7 @@ class OutboundClient:
         self._connection = connection
         self._endpoint = connection.endpoint
         self._websocket: Any = None  # a websockets ClientConnection, once open
+        self._session: _Session | None = None  # its socket's side, on the I/O thread
         self._loop = IOLoop.current()
         self._thread = threading.get_ident()
         self.id = f"o{next(_ids)}"
@@ -294,8 +483,9 @@ class OutboundClient:
         self.bytes_in = 0
         self.bytes_out = 0
 
-    def _attach(self, websocket: Any) -> None:
+    def _attach(self, websocket: Any, session: _Session) -> None:
         self._websocket = websocket
+        self._session = session
         self.opened_at = time.time()
         self.subprotocol = websocket.subprotocol
         if websocket.response is not None:
@@ -329,23 +519,24 @@ class OutboundClient:
     def _elsewhere(self) -> bool:
         return threading.get_ident() != self._thread
 
-    def _deliver(self, frame: Frame) -> asyncio.Task:
+    def _deliver(self, frame: Frame) -> _Written:
         """Write a frame and count it (the caller logs it), as ``Client._deliver`` does.
 
-        ``websockets`` sends in a coroutine; each send is a task, and tasks start in the order
-        they are made, so messages go out in the order they were sent.
+        The I/O thread writes it: each send is a task there, made in the order of the calls,
+        and tasks start in the order they are made, so messages go out in the order they were
+        sent, at once, even from a cell that goes on to block. A close meanwhile is the close
+        event's to tell.
         """
         from websockets.protocol import State
 
-        websocket = self._websocket
-        if not self.open or websocket.protocol.state is not State.OPEN:
+        websocket, session = self._websocket, self._session
+        if not self.open or session is None or websocket.protocol.state is not State.OPEN:
             raise ConnectionClosed(f"client {self.id} of {self.endpoint!r} is closed")
-        sending = asyncio.ensure_future(websocket.send(frame.message, text=not frame.binary))
-        sending.add_done_callback(_retrieved)  # a close meanwhile is the close event's to tell
+        sending = session.send(frame)
         self.messages_out += 1
         self.bytes_out += len(frame.message)
         self._endpoint.messages_out += 1
-        return sending
+        return _Written(sending)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection, for good: it does not reconnect."""
@@ -354,6 +545,7 @@ class OutboundClient:
 
     def _detach(self) -> None:
         self._websocket = None
+        self._session = None
 
     def __repr__(self) -> str:
         return (
@@ -390,6 +582,9 @@ class OutboundConnection:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._changed = asyncio.Event()
+        self._lock = threading.Lock()  # close() may come from any thread
+        self._session: _Session | None = None  # the current attempt's socket, until it ends
+        self._io = _acquire()
         self._task = self._loop.create_task(self._run(), name=f"ws_notebook outbound {self.name}")
 
     @property
@@ -424,20 +619,29 @@ class OutboundConnection:
         return client.send(message)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close the connection, or stop trying to connect, for good (from any thread)."""
-        if threading.get_ident() != self._thread:
-            self._loop.call_soon_threadsafe(self.close, code, reason)
-            return
-        if self._closing is not None or self._task.done():
-            return
-        self._closing = (code, reason)
-        client = self.client
+        """Close the connection, or stop trying to connect, for good (from any thread).
+
+        The I/O thread writes the close frame at once, even while a cell blocks the kernel's
+        loop (the kernel's shutdown calls this from its control thread); ``on_close`` runs on
+        the kernel's loop when the closing handshake is over.
+        """
+        with self._lock:
+            if self._closing is not None or self._task.done():
+                return
+            self._closing = (code, reason)
+            session = self._session
+        if session is not None:
+            session.close(code, reason)
+        if threading.get_ident() == self._thread:
+            self._stop_waiting()
+        else:
+            _post(self._loop, self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
         if self._connecting or self._retry_at is not None:
             self._task.cancel()
-        elif client is not None and client.open:
-            closing = self._loop.create_task(client._websocket.close(code, reason))
-            closing.add_done_callback(_retrieved)
-        # else a handler runs for a failure or a close: the loop ends after it
+        # else the connection closes (its close event ends the loop), or a handler runs for a
+        # failure or a close: the loop ends after it
 
     async def wait_open(self, timeout: float | None = 10) -> OutboundClient:
         """The open connection's client, once open; ConnectError if it failed or closed for
@@ -465,30 +669,36 @@ class OutboundConnection:
     # --- the connection's life -------------------------------------------------------------
 
     async def _run(self) -> None:
-        from websockets.asyncio.client import connect as open_websocket
-
+        """The connection's life on the kernel's loop: each attempt's socket is a ``_Session``
+        on the I/O thread, whose events come in through ``inbox``, in order."""
         try:
             while self._closing is None:
                 client = OutboundClient(self)
                 self._state = "connecting"
                 self._notify()
                 self._connecting = True
-                try:
-                    websocket = await open_websocket(self.uri, **self._library_options())
-                except (asyncio.CancelledError, GeneratorExit):
-                    raise
-                except Exception as error:
-                    self._connecting = False
+                inbox: asyncio.Queue = asyncio.Queue()
+                session = _Session(self._io, inbox, self.uri, self._library_options())
+                with self._lock:
+                    self._session = session
+                    closing = self._closing
+                if closing is not None:  # from another thread meanwhile: the finally closes it
+                    return
+                event = await inbox.get()
+                self._connecting = False
+                if event[0] == "failed":
+                    self._session = None
+                    error = event[1]
                     text, final = _failure(error, self.uri, self.options)
                     await self._failed(client, error, text)
                     if final or not await self._wait_to_retry():
                         self._state = f"failed: {self.error}"
                         return
                     continue
-                self._connecting = False
                 self.attempt = 0
                 self.error = None
-                await self._serve(client, websocket)
+                await self._serve(client, session, event[1], inbox)
+                self._session = None
                 if self._closing is not None or not await self._wait_to_retry():
                     return
         except asyncio.CancelledError:
@@ -499,6 +709,11 @@ class OutboundConnection:
             if not self._state.startswith("failed"):
                 self._state = "closed"
             self.client = None
+            with self._lock:
+                left, self._session = self._session, None
+            if left is not None:  # cancelled: the socket closes without us
+                left.close(*(self._closing or (CloseCode.GOING_AWAY, "going away")))
+            _release(self._io)
             self._notify()
 
     def _library_options(self) -> dict[str, Any]:
@@ -516,25 +731,36 @@ class OutboundConnection:
             chosen["ssl"] = ssl.create_default_context(cafile=options.cafile)
         return chosen
 
-    async def _serve(self, client: OutboundClient, websocket: Any) -> None:
+    async def _serve(
+        self, client: OutboundClient, session: _Session, websocket: Any, inbox: asyncio.Queue
+    ) -> None:
         """Run the handlers for one open connection, in order, until it closes."""
-        from websockets.exceptions import ConnectionClosed as Closed
-
         endpoint = self.endpoint
-        client._attach(websocket)
+        client._attach(websocket, session)
         self.client = client
         self._state = "open"
         self._notify()
-        try:
-            pending = endpoint.opened(client)
-            if pending is not None:
-                await pending
-            async for message in websocket:
+        pending = endpoint.opened(client)
+        if pending is not None:
+            await pending
+        waited: list[float] = []  # when the messages that waited for the kernel came in
+        while True:
+            event = await inbox.get()
+            if event[0] == "message":
+                _, message, arrived = event
+                if time.time() - arrived > LATE:
+                    waited.append(arrived)
                 pending = endpoint.received(message, client)
                 if pending is not None:
                     await pending
-        except Closed:
-            pass  # the close event says how it ended
+                session.handled(len(message))
+                if waited and inbox.empty():
+                    endpoint.waited(client.id, len(waited), waited[0], time.time())
+                    waited.clear()
+            elif event[0] == "held":
+                self._stopped_reading(client, event[1])
+            else:  # closed
+                break
         client.closed_at = time.time()
         code = websocket.close_code
         client.close_code = None if code in (None, CloseCode.ABNORMAL) else code
@@ -547,6 +773,19 @@ class OutboundConnection:
         pending = endpoint.closed(client)
         if pending is not None:
             await pending
+
+    def _stopped_reading(self, client: OutboundClient, held: int) -> None:
+        """Tell that the I/O thread stopped reading: the kernel has that much to catch up on."""
+        text = (
+            f"{held / 2**20:.1f} MiB of messages wait for the kernel: stopped reading until it "
+            "catches up (the server's data waits in the socket buffers)"
+        )
+        self.endpoint.log.record("wait", client.id, detail=text)
+        token = running.set(client)
+        try:
+            logger.warning("%s", f"{self.endpoint.name}: {text}")
+        finally:
+            running.reset(token)
 
     async def _failed(self, client: OutboundClient, error: Exception, text: str) -> None:
         """Tell of a failed attempt: error event, one line in the cell, ``on_error``."""
@@ -701,20 +940,14 @@ create_websocket = connect  # codbex's createWebsocket, in Python's spelling
 
 
 def going_away(endpoints: Iterable[Endpoint], reason: str) -> None:
-    """From any thread: close these endpoints' outbound connections with 1001 and wait (up to a
-    second) until their close frames are on their way."""
+    """From any thread, even while a cell blocks the kernel: close these endpoints' outbound
+    connections with 1001 and wait (up to a second) until their close frames are on their way."""
     connections = [e.outbound for e in endpoints if e.outbound is not None and not e.outbound.done]
-    if not connections:
-        return
-    loop = connections[0]._loop
-    if loop.is_closed():
-        return
+    for connection in connections:
+        connection.close(CloseCode.GOING_AWAY, reason)  # the I/O thread closes the socket
     done = threading.Event()
-
-    def close() -> None:
-        for connection in connections:
-            connection.close(CloseCode.GOING_AWAY, reason)
-        loop.call_soon(done.set)  # after the closing tasks' first step, which writes the frame
-
-    loop.call_soon_threadsafe(close)
-    done.wait(1.0)
+    for loop in {connection._io.loop for connection in connections}:
+        # After the closing tasks' first step, which writes the frame.
+        if _post(loop, loop.call_soon, done.set):
+            done.wait(1.0)
+            done.clear()
