@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import time
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -167,6 +168,43 @@ def test_counters_of_real_endpoints_in_a_registry() -> None:
     two.messages_in, two.messages_out, two.connections = 10, 20, 1
     assert Counters.of(registry) == Counters(13, 24, 0, 6)
     assert Counters.of([]) == Counters(0, 0, 0, 0)
+
+
+def test_the_recorder_keeps_each_endpoint_and_their_sum() -> None:
+    """What a panel shown later starts with: per endpoint and in all, counting what an endpoint
+    mounted between two samples did before the second; a copy goes on on its own."""
+    from ws_notebook.descriptor import Descriptor
+    from ws_notebook.handlers import Handlers
+    from ws_notebook.registry import Registry
+    from ws_notebook.series import Recorder
+
+    registry = Registry()
+
+    def mount(name: str) -> Any:
+        return registry.mount(Descriptor(endpoint=name, handler=f"{name}.py"), Handlers()).endpoint
+
+    one = mount("one")
+    one.messages_in = 1000  # before the recorder: not charted
+    recorder = Recorder(60)
+    recorder.sample(T0 + 0.5, list(registry))
+    one.messages_in += 10
+    two = mount("two")
+    two.messages_in = 5  # mounted since the last sample: all of it is charted
+    recorder.sample(T0 + 1.5, list(registry))
+    recorder.sample(T0 + 2.5, list(registry))
+    assert recorder.history("one").as_dict()["in"] == [0, 10]
+    assert recorder.history("two").as_dict()["in"] == [5]
+    assert recorder.history(None).as_dict()["in"] == [0, 15]
+    copy = recorder.history("one")
+    one.messages_in += 7
+    copy.sample(T0 + 2.7, Counters.of([one]))  # into the second the recorder had begun
+    copy.sample(T0 + 3.5, Counters.of([one]))
+    assert copy.as_dict()["in"] == [0, 10, 7]
+    assert recorder.history("one").as_dict()["in"] == [0, 10]  # the recorder's is as it was
+    registry.unmount("two")
+    recorder.sample(T0 + 3.5, list(registry))
+    assert recorder.history("two").as_dict()["in"] == []  # forgotten once unmounted
+    assert Recorder(60, from_zero=True).history(None).as_dict()["in"] == []
 
 
 # --- the drawing -------------------------------------------------------------------------------
@@ -354,3 +392,70 @@ def test_an_outbound_connection_and_its_reconnect_are_charted_too(fresh: Kernel)
     fresh.run("ws_notebook.endpoint('echo').close_all()")  # the far end drops it: it reconnects
     series = wait_for(fresh, lambda s: sum(s["in"]) == 200, "the reconnected connection's echoes")
     assert sum(series["opened"]) == 2 and sum(series["closed"]) == 1 and series["open"][-1] == 1
+
+
+@pytest.mark.slow
+def test_a_panel_shown_after_a_burst_starts_with_it(fresh: Kernel) -> None:
+    """No panel while the traffic flowed: ``%websocket monitor`` shows it at once, from the
+    history sampled since the extension was loaded; a fresh server starts a fresh history."""
+    define(fresh, ECHO.replace("echo", "echo --no-panel"))
+    assert fresh.value("len(ws_notebook.widgets.panels())") == "0"
+    with connect(url_of(fresh, "echo")) as ws:
+        for i in range(300):
+            ws.send(f"burst {i}")
+        for _ in range(300):
+            ws.recv(timeout=5)
+        time.sleep(1.5)  # the burst's second is over: a whole second of the history
+        shown = "%websocket monitor {}\nprint(json.dumps(ws_notebook.widgets.panels()[-1]" + (
+            ".chart.series), end='')"
+        )
+        echo, every = (json.loads(fresh.run(shown.format(name)).stdout) for name in ("echo", ""))
+    for series in echo, every:
+        assert sum(series["in"]) == sum(series["out"]) == 300 and max(series["in"]) >= 100
+        assert series["open"][-1] == 1 and sum(series["opened"]) == 1
+    fresh.run("ws_notebook.reset()")
+    assert sum(json.loads(fresh.run(shown.format("")).stdout)["in"]) == 0
+
+
+def snapshot_svg(bundle: dict) -> str:
+    """The chart's SVG in a panel's static snapshot (its ``text/html``)."""
+    html = bundle["text/html"]
+    html = "".join(html) if isinstance(html, list) else html
+    image = re.search(r'<img class="wsnb-chart-snapshot" alt="[^"]+" [^>]*src="([^"]+)">', html)
+    assert image and image.group(1).startswith("data:image/svg+xml;base64,"), html
+    return base64.b64decode(image.group(1).split(",", 1)[1]).decode()
+
+
+def peak(svg: str) -> int:
+    legend = re.search(r'class="wsnb-legend"[^>]*>(.*?)</text>', svg).group(1)
+    found = re.search(r"peak ([\d,]+)/s", re.sub("<[^>]+>", "", legend))
+    return int(found.group(1).replace(",", "")) if found else 0
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_saved_notebook_snapshot_shows_the_traffic_after_the_display(tmp_path) -> None:
+    """A notebook run by nbclient (as ``nbconvert --execute`` saves it, no page): the panel's
+    static snapshot, displayed before any traffic, is refreshed with ``update_display`` as the
+    chart changes, so viewers without the widget (GitHub, nbviewer) see the burst."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext ws_notebook\nimport asyncio, websockets, ws_notebook"),
+        nbformat.v4.new_code_cell(ECHO),
+        nbformat.v4.new_code_cell(
+            'async with websockets.connect(ws_notebook.url("echo")) as ws:\n'
+            "    for i in range(300):\n"
+            '        await ws.send(f"burst {i}")\n'
+            "    for _ in range(300):\n"
+            "        await ws.recv()\n"
+            "    await asyncio.sleep(8)  # the kernel's loop runs: the panel flushes"
+        ),
+    ]
+    NotebookClient(notebook, timeout=60, kernel_name="python3").execute(cwd=str(tmp_path))
+    (panel,) = [o for o in notebook.cells[1].outputs if o.output_type == "display_data"]
+    assert "application/vnd.jupyter.widget-view+json" in panel.data
+    svg = snapshot_svg(panel.data)
+    assert peak(svg) >= 100 and 'class="wsnb-in"' in svg, svg

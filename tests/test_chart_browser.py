@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect
 
 from ws_notebook.series import render_svg
+from ws_notebook.widgets import SNAPSHOT_EVERY
 
 from .jupyter_server import (
     chromium_page,
@@ -27,6 +28,7 @@ from .jupyter_server import (
     open_notebook,
     run_all_cells,
 )
+from .test_chart import peak, snapshot_svg
 from .test_panel_browser import ARTIFACTS, SECONDS, save, start_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.kernel, needs_chromium, pytest.mark.timeout(240)]
@@ -156,3 +158,28 @@ def test_the_chart_shows_a_burst_a_stall_and_a_reconnect(tmp_path: Path) -> None
             assert image.evaluate("img => img.complete && img.naturalWidth") == 640
         finally:
             page.screenshot(path=ARTIFACTS / "panel-chart-page.png", full_page=True)
+
+
+def test_a_notebook_saved_from_the_page_has_the_chart_in_its_snapshot(tmp_path: Path) -> None:
+    """Saved after traffic: the output's static snapshot (for viewers without the widget) draws
+    the chart as the page has it then; the panel's view is never re-created meanwhile (the
+    kernel sends no update of a displayed panel once a page shows it)."""
+    with start_lab(tmp_path, [LOAD, ECHO]) as server, chromium_page() as page:
+        open_notebook(page, server, "test.ipynb")
+        run_all_cells(page)
+        panel = page.locator(".ws-notebook-panel")
+        expect(panel.locator(".wsnb-legend")).to_contain_text("in 0/s", timeout=60 * SECONDS)
+        panel.evaluate("el => { el.dataset.first = 'yes'; }")  # gone if the view is made anew
+        with kernel_client(server, "test.ipynb") as kernel:
+            with connect(evaluate(kernel, 'ws_notebook.url("echo")')) as ws:
+                echo(ws, 500)
+            until_counted(kernel, 500)
+            time.sleep(SNAPSHOT_EVERY + 1.5)  # the kernel would have sent an update by now
+            assert evaluate(kernel, "ws_notebook.widgets.panels()[-1].chart.viewed") is True
+        expect(panel.locator(".wsnb-legend")).to_contain_text("peak")
+        expect(page.locator(".ws-notebook-panel[data-first=yes]")).to_have_count(1)
+        save(page, server, "wsnb-chart-snapshot")
+    saved = nbformat.read(server.root_dir / "test.ipynb", as_version=4)
+    (output,) = [o for o in saved.cells[1].outputs if o.output_type == "display_data"]
+    svg = snapshot_svg(output.data)
+    assert peak(svg) >= 100 and 'class="wsnb-in"' in svg, svg

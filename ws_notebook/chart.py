@@ -10,6 +10,8 @@ grey line of open connections with a red tick where connections closed.
 from __future__ import annotations
 
 import base64
+import uuid
+from typing import Any
 
 import anywidget
 import traitlets
@@ -120,12 +122,56 @@ function draw(s, width) {
     `<text x="${right}" y="${middle}" fill="#777">open</text>`,
     `<text x="${LEFT}" y="${HEIGHT - 3}">${clock(s.end - span(s))}</text>`,
     `<text x="${width - RIGHT}" y="${HEIGHT - 3}" text-anchor="end">${clock(s.end)}</text>`,
-    `<text class="wsnb-legend" x="${LEFT}" y="${TOP - 4}"></text>`,
+    `<text class="wsnb-legend" x="${LEFT}" y="${TOP - 4}">${legend(s)}</text>`,
     "</svg>");
   return parts.join("");
 }
 
+// A notebook this page saves keeps a static snapshot of the panel for viewers without the
+// widget (GitHub, nbviewer): its chart is drawn again, from the series the page has, into what
+// is written. The output on the page is left alone: changing it would re-create the panel's
+// view. The hook uses ipywidgets 8's document context (JupyterLab 4, Notebook 7), as the
+// widget state saving does; elsewhere the snapshot stays as the kernel last sent it.
+const CHARTS = (window.wsnbCharts = window.wsnbCharts || new Map());  // key: model
+const SNAPSHOT = /(<img class="wsnb-chart-snapshot" [^>]*data-chart="([^"]+)"[^>]* src=")[^"]*"/g;
+
+function svgData(svg) {
+  const bytes = new TextEncoder().encode(svg);
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
+}
+
+function freshSnapshots(notebook) {
+  const fresh = (html) => html.replace(SNAPSHOT, (whole, start, key) =>
+    CHARTS.has(key) ? `${start}${svgData(draw(CHARTS.get(key).get("series"), 640))}"` : whole);
+  const output = (out) => {
+    const html = out.data && out.data["text/html"];
+    if (!html) return out;
+    const text = Array.isArray(html) ? html.join("") : html;
+    return text.includes("wsnb-chart-snapshot")
+      ? { ...out, data: { ...out.data, "text/html": fresh(text) } } : out;
+  };
+  // New objects only: what toJSON returns may be the document's own.
+  const cells = (notebook.cells || []).map((cell) =>
+    cell.outputs ? { ...cell, outputs: cell.outputs.map(output) } : cell);
+  return { ...notebook, cells };
+}
+
+function keepSnapshotFresh(model) {
+  CHARTS.set(model.get("key"), model);
+  const manager = model.widget_manager;
+  const notebook = manager && manager._context && manager._context.model;
+  if (!notebook || typeof notebook.toJSON !== "function" || notebook.wsnbSnapshots) return;
+  notebook.wsnbSnapshots = true;  // one hook per notebook
+  const toJSON = notebook.toJSON;
+  notebook.toJSON = function () { return freshSnapshots(toJSON.call(this)); };
+}
+
 function render({ model, el }) {
+  keepSnapshotFresh(model);
+  // The kernel stops refreshing the snapshot with update_display, which re-creates views.
+  model.send({ event: "view" });
   el.classList.add("wsnb-chart-view");
   el.style.cssText = `height: ${HEIGHT}px; margin: 2px 0`;
   let hovered;
@@ -161,10 +207,18 @@ class TrafficChart(anywidget.AnyWidget):
 
     _esm = _CHART_ESM
     series = traitlets.Dict().tag(sync=True)  # TrafficSeries.as_dict(): whole seconds only
+    key = traitlets.Unicode().tag(sync=True)  # names its snapshot, for the page to redraw it
 
-    def __init__(self, seconds: int = WINDOW) -> None:
-        self.traffic = TrafficSeries(seconds)
-        super().__init__(series=self.traffic.as_dict())
+    def __init__(self, history: TrafficSeries | None = None, seconds: int = WINDOW) -> None:
+        """``history``: a series to go on from (a copy of the recorder's), else an empty one."""
+        self.traffic = history if history is not None else TrafficSeries(seconds)
+        self.viewed = False  # whether a page has shown the chart (and so keeps its snapshot)
+        super().__init__(series=self.traffic.as_dict(), key=uuid.uuid4().hex)
+        self.on_msg(self._message)
+
+    def _message(self, _: object, content: dict[str, Any], buffers: object) -> None:
+        if content.get("event") == "view":
+            self.viewed = True
 
     def sample(self, now: float, counters: Counters) -> bool:
         """Count one sample; True when a second was completed and the chart was sent again."""
@@ -178,6 +232,7 @@ class TrafficChart(anywidget.AnyWidget):
         shows an untrusted notebook's HTML without its ``<svg>`` elements."""
         svg = self.traffic.svg(height=HEIGHT).encode()
         return (
-            f'<img class="wsnb-chart-snapshot" alt="{ALT}" style="max-width: 100%" '
+            f'<img class="wsnb-chart-snapshot" alt="{ALT}" data-chart="{self.key}" '
+            f'style="max-width: 100%" '
             f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}">'
         )

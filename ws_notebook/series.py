@@ -13,6 +13,9 @@ gap they came (an endpoint on its own thread goes on serving; others' messages w
 cell, and are handled when it ends). The panel takes a sample as of the stall's start once the
 wire keeper says when it began, so what came before a stall is charted before it.
 
+A ``Recorder`` keeps such series for every endpoint from the moment the extension is loaded
+(``widgets`` samples it on the kernel's loop), so a panel shown later starts with them.
+
 Plain Python: no IPython, no ipywidgets. ``svg()`` draws the same picture as the chart
 widget's JavaScript, for a saved notebook's static snapshot.
 """
@@ -25,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-__all__ = ["SPAN", "STALL", "WINDOW", "Counters", "TrafficSeries", "render_svg"]
+__all__ = ["SPAN", "STALL", "WINDOW", "Counters", "Recorder", "TrafficSeries", "render_svg"]
 
 WINDOW = 300  # seconds kept: five minutes, one bucket a second
 SPAN = 60  # seconds across the chart at least: a fresh panel's first minute fills its width
@@ -161,6 +164,72 @@ class TrafficSeries:
 
     def svg(self, width: int = 640, height: int = 120) -> str:
         return render_svg(self.as_dict(), width, height)
+
+    def copy(self) -> TrafficSeries:
+        """A series that goes on from this one on its own (a panel's, from the recorder's)."""
+        twin = TrafficSeries(self.seconds)
+        twin._done = self._done.copy()  # whole seconds never change: they can be shared
+        twin._end, twin._last, twin._last_time = self._end, self._last, self._last_time
+        current = self._current
+        if current is not None:
+            twin._current = _Second(current.open, current.stalled)
+            for name in ("messages_in", "messages_out", "opened", "closed"):
+                setattr(twin._current, name, getattr(current, name))
+        return twin
+
+
+class Recorder:
+    """The series of every endpoint, and of all of them together, sampled whether or not a
+    panel shows them, so that a panel shown later (``%websocket monitor`` after a burst) starts
+    with the last minutes rather than an empty chart. Memory: a window per mounted endpoint."""
+
+    def __init__(self, seconds: int = WINDOW, *, from_zero: bool = False) -> None:
+        """``from_zero``: every endpoint it will see is mounted after it is made (a fresh
+        server's), so what they count before its first sample is charted too."""
+        self.seconds = seconds
+        self.total = TrafficSeries(seconds)
+        self._each: dict[str, tuple[Any, TrafficSeries]] = {}  # name: endpoint, its series
+        self._from_zero = from_zero
+        self._sampled = False
+
+    def sample(self, now: float, endpoints: list[Any], stall_start: bool = False) -> None:
+        """Sample ``endpoints`` (all those mounted); those no longer mounted are forgotten.
+
+        ``stall_start``: a sample as of a stall's start, taken once it ended, before what
+        waited is handled. Only of endpoints served on the loop (those on their own thread went
+        on meanwhile), and of the total only if all of them are.
+        """
+        if stall_start:
+            looped = [e for e in endpoints if not e.threaded]
+            if len(looped) == len(endpoints):
+                self.total.sample(now, Counters.of(endpoints))
+            for endpoint in looped:
+                known, series = self._each.get(endpoint.name, (None, None))
+                if known is endpoint and series is not None:
+                    series.sample(now, Counters.of([endpoint]))
+            return
+        # An endpoint not seen before was mounted since the last sample, counters at zero.
+        mounted_since = self._sampled or self._from_zero
+        if not self._sampled and self._from_zero:
+            self.total.sample(now, Counters())
+        self.total.sample(now, Counters.of(endpoints))
+        each: dict[str, tuple[Any, TrafficSeries]] = {}
+        for endpoint in endpoints:
+            known, series = self._each.get(endpoint.name, (None, None))
+            if series is None:
+                series = TrafficSeries(self.seconds)
+            if known is not endpoint and mounted_since:  # (or mounted anew: a new baseline)
+                series.sample(now, Counters())
+            series.sample(now, Counters.of([endpoint]))
+            each[endpoint.name] = (endpoint, series)
+        self._each, self._sampled = each, True
+
+    def history(self, name: str | None) -> TrafficSeries:
+        """A copy of the series of endpoint ``name`` (None: of all of them), to go on from."""
+        if name is None:
+            return self.total.copy()
+        _, series = self._each.get(name, (None, None))
+        return series.copy() if series is not None else TrafficSeries(self.seconds)
 
 
 # --- drawing: the same picture as the chart widget's JavaScript (chart.py) ----------------------

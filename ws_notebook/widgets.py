@@ -8,11 +8,17 @@ connections table scroll in fixed heights, so the panel never pushes its send bo
 
 A view outlives its kernel (a restart, a reopened notebook): a small banner, driven by a
 heartbeat and by the page's kernel status, says when the panel shows a last known state.
+
+The chart's history is sampled from the extension's load on, shown or not, so a panel shown
+later starts with the last minutes; the static snapshot saved with the notebook follows the chart
+(``_refresh_snapshot``, and the page's own hook in ``chart.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import html
 import time
 from collections import deque
@@ -22,6 +28,7 @@ from typing import Any
 import anywidget
 import ipywidgets as widgets
 import traitlets
+from IPython.display import display, update_display
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from . import api
@@ -30,7 +37,8 @@ from .chart import TrafficChart
 from .endpoint import Endpoint
 from .events import LINE_KINDS, Event
 from .rows import CLIENT_COLUMNS, EVENT_COLUMNS, Table, client_row, clock, event_row, payload
-from .series import Counters
+from .series import Counters, Recorder, TrafficSeries
+from .server import Server
 from .wire import Waiting
 
 __all__ = ["EndpointPanel", "panels"]
@@ -40,6 +48,9 @@ MONITOR = "monitor"  # the origin of a panel shown by ``%websocket monitor``, no
 BROADCAST = "all clients"
 RATE_WINDOW = 3.0  # seconds over which messages/s are averaged
 BEAT = 2.0  # seconds between two heartbeats, which tell the page the kernel is still there
+RECORD = 0.2  # seconds between two samples of every endpoint's history: as a panel flushes
+SNAPSHOT_EVERY = 5.0  # seconds at least between two refreshes of a panel's static snapshot
+CHART_NOTE = " Its chart is as of the time at its right end."
 PAYLOAD = "payload / detail"
 _ROW_CLASS = {"in": "wsnb-in", "out": "wsnb-out", "error": "wsnb-error"}
 
@@ -102,6 +113,61 @@ def _table(
     in a one-endpoint panel) is left out."""
     table = Table(columns, [cells for _, cells in rows], kinds=[kind for kind, _ in rows])
     return _STYLE + table.html(hide, css=f"wsnb-table {css}".rstrip(), focusable=PAYLOAD)
+
+
+class _Recording:
+    """Samples the default server's endpoints on the kernel's loop, shown or not, so that a
+    panel shown later starts with their last minutes (``series.Recorder``); a fresh server (as
+    after ``ws_notebook.reset()``) starts a fresh history."""
+
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        self._server: Server | None = None
+        self._stall_seen: tuple[float, float, int] | None = None
+        self._timer = PeriodicCallback(self.sample, RECORD * 1000)
+        self._timer.start()
+        self.sample()  # the baseline: what the endpoints mounted now counted is not charted
+
+    def sample(self) -> None:
+        server = api.default_server()
+        if server is not self._server:
+            if self._server is not None:
+                with contextlib.suppress(ValueError):
+                    self._server.waiting_listeners.remove(self._stalled)
+                self.recorder = Recorder(from_zero=True)
+            self._server, self._stall_seen = server, server.last_stall
+            server.waiting_listeners.append(self._stalled)
+        self.recorder.sample(time.time(), list(server.registry))
+
+    def _stalled(self, waiting: list[Waiting]) -> None:
+        """Once a stall has ended, sample as of its start, as the panels do (``_chart_stall``)."""
+        server = self._server
+        stall = server.last_stall if server is not None else None
+        if waiting or server is None or stall is None or stall is self._stall_seen:
+            return
+        self._stall_seen = stall
+        ended, seconds, _ = stall
+        self.recorder.sample(ended - seconds, list(server.registry), stall_start=True)
+
+    def history(self, name: str | None) -> TrafficSeries:
+        self.sample()
+        return self.recorder.history(name)
+
+
+_recording: _Recording | None = None
+
+
+def record() -> None:
+    """Sample every endpoint from now on, on the running loop (the kernel's); outside a loop,
+    nothing. Called when the extension loads (the magics import this module) and by panels."""
+    global _recording
+    if _recording is not None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    _recording = _Recording()
 
 
 class _Rate:
@@ -193,11 +259,16 @@ class EndpointPanel(widgets.VBox):
         self._log_changed = True
         self._last_beat = 0.0
         self.replaced_by = ""  # where the endpoint is defined now, once another cell took it
+        self._display_id: str | None = None  # once displayed, for refreshing its snapshot
+        self._snapshot_sent = 0.0
+        self._snapshot_figures: tuple[Any, ...] = ()
 
         self.watch = KernelWatch()
         self.header = widgets.HTML()
         self.counters = widgets.HTML()
-        self.chart = TrafficChart()  # the last minutes' traffic, a point a second
+        record()
+        history = _recording.history(name) if _recording is not None else None
+        self.chart = TrafficChart(history)  # the last minutes' traffic, a point a second
         self.waiting = widgets.HTML()  # set from the wire keeper's thread while a cell blocks
         # Fixed heights that scroll, so the send box stays in view however much traffic comes.
         self.connections = widgets.HTML(layout={"max_height": "150px", "overflow": "auto"})
@@ -257,8 +328,52 @@ class EndpointPanel(widgets.VBox):
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget view, and a static snapshot (header and chart) for where it cannot show."""
         chart = self.chart.snapshot()
-        snapshot = f"{self.header.value}<br>{chart}<br><small>{html.escape(STATIC_NOTE)}</small>"
+        note = html.escape(STATIC_NOTE + CHART_NOTE)
+        snapshot = f"{self.header.value}<br>{chart}<br><small>{note}</small>"
         return with_static_html(super()._repr_mimebundle_(**kwargs), snapshot)
+
+    def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        bundle = self._repr_mimebundle_()
+        return bundle if isinstance(bundle, tuple) else (bundle, {})
+
+    def _ipython_display_(self) -> None:
+        """Displayed with a display id, so that its static snapshot can follow the chart."""
+        self._display_id = f"ws-notebook-panel-{self.model_id}"
+        self._snapshot_sent, self._snapshot_figures = time.time(), self._figures()
+        data, metadata = self._bundle()
+        display(data, metadata=metadata, raw=True, display_id=self._display_id)
+
+    def _figures(self) -> tuple[Any, ...]:
+        """What the chart shows, but for its time axis."""
+        series = self.chart.series
+        return (
+            *(sum(series[key]) for key in ("in", "out", "opened", "closed")),
+            series["open"][-1:],  # not their sum: it grows with the window while idle
+            [length for _, length in series["stalls"]],
+        )
+
+    def _refresh_snapshot(self, now: float) -> None:
+        """Send the static snapshot again (``update_display``), for a notebook saved with the
+        outputs the kernel sent (``nbclient``, ``nbconvert --execute``): at most every
+        ``SNAPSHOT_EVERY`` seconds, when the chart's figures changed, and only until a page
+        shows the panel, as an update re-creates the page's view (a page keeps the snapshot it
+        saves fresh itself, see ``chart.py``)."""
+        figures = self._figures()
+        if (
+            self._display_id is None
+            or self.chart.viewed
+            or now - self._snapshot_sent < SNAPSHOT_EVERY
+            or figures == self._snapshot_figures
+        ):
+            return
+        self._snapshot_sent, self._snapshot_figures = now, figures
+        data, metadata = self._bundle()
+        # In an empty context ipykernel sends it as output of the request it runs now (or ran
+        # last), not of the cell that showed the panel, whose context the timer keeps: nbclient
+        # takes only the running cell's messages; a page goes by the display id anyway.
+        contextvars.Context().run(
+            update_display, data, metadata=metadata, raw=True, display_id=self._display_id
+        )
 
     # --- reading the core ---------------------------------------------------------------
 
@@ -302,7 +417,9 @@ class EndpointPanel(widgets.VBox):
         changed = False
         changed |= self._set(self.header, self._render_header(endpoints))
         changed |= self._set(self.counters, self._render_counters(endpoints))
-        changed |= self.chart.sample(now, Counters.of(endpoints))
+        if self.chart.sample(now, Counters.of(endpoints)):
+            changed = True
+            self._refresh_snapshot(now)
         changed |= self._set(self.connections, self._render_connections(endpoints))
         if self._log_changed and not self.pause_button.value:
             changed |= self._set(self.log_view, self._render_log())
@@ -526,3 +643,6 @@ class EndpointPanel(widgets.VBox):
                 grandchild.close()
             child.close()
         super().close()
+
+
+record()  # from the extension's load on: the magics import this module then
