@@ -162,8 +162,7 @@ def _reopen(server: Server) -> None:
         found = server.registry.find(name)
         if found is None or found.outbound is not connection or not found.descriptor.uri:
             continue  # unmounted, or connected again since
-        found.outbound = None  # it may still be closing: a new connection, not that one kept
-        open_mounted(found, connection.options)
+        open_mounted(found, connection.options)  # a new one: that one is closed or closing
 
 
 def _join(server: Server, url: str) -> None:
@@ -365,8 +364,9 @@ def proxy_installed() -> bool:
 
 
 def proxy_path(name: str) -> str:
-    """The path to the endpoint through jupyter-server-proxy, on the notebook page's own host."""
-    _endpoint(name)
+    """The path to the endpoint through jupyter-server-proxy, on the notebook page's own host
+    (UnknownEndpoint for an outbound connection, which is not served here)."""
+    url(name)  # says what an outbound connection is
     return default_server().proxy_path(name, jupyter_base_url())
 
 

@@ -26,7 +26,9 @@ An outbound connection is an endpoint of the server's registry like a served one
 and its counters count its messages. Connecting again under the same name swaps the handlers
 (and options) in place without dropping the connection; another URI closes the connection and
 opens one to the new URI. ``stop()``, ``reset()``, unmounting and the kernel's shutdown close it
-with 1001, and it does not reconnect.
+with 1001, and it does not reconnect; ``start()`` after ``stop()`` opens it again. A descriptor
+with a ``uri`` in a watched folder connects when added, connects anew when its ``uri`` changes
+and is closed with 1001 when removed.
 
 Each connection, the first and every reconnection, is a new client (a new id). A failure to
 connect is an ``error`` event of the log, a one-line message (the ``ws_notebook`` logger: in a
@@ -600,8 +602,8 @@ class OutboundConnection:
 
     @property
     def done(self) -> bool:
-        """Closed or failed for good: it will not connect again."""
-        return self._task.done()
+        """Closed, closing or failed for good: it will not connect again."""
+        return self._closing is not None or self._task.done()
 
     @property
     def uri_shown(self) -> str:

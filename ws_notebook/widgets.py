@@ -465,16 +465,17 @@ class EndpointPanel(widgets.VBox):
         if not endpoints:
             return f"<b>{html.escape(self.name)}</b> — <i>not mounted</i>"
         descriptor = endpoints[0].descriptor
-        status = "serving" if server.running else "stopped"
-        url = server.url(self.name) if server.running else ""
-        proxied = (
-            f" · via Jupyter: <code>{html.escape(api.proxy_path(self.name))}</code>"
-            if url and api.proxy_installed()  # else that path leads nowhere
-            else ""
-        )
         outbound = endpoints[0].outbound
         if outbound is not None:  # a connection this kernel opened: where to, and how it is
             status, url, proxied = f"outbound: {outbound.state}", outbound.uri_shown, ""
+        else:
+            status = "serving" if server.running else "stopped"
+            url = server.url(self.name) if server.running else ""
+            proxied = (
+                f" · via Jupyter: <code>{html.escape(api.proxy_path(self.name))}</code>"
+                if url and api.proxy_installed()  # else that path leads nowhere
+                else ""
+            )
         details = " · ".join(
             html.escape(part)
             for part in (
