@@ -84,10 +84,9 @@ def test_a_browser_client_stays_open_through_a_blocking_cell(kernel: Kernel, pag
         page.wait_for_function("events.filter(e => e[1] == 'message').length == 4")
         time.sleep(2.5)  # past the server's ping timeout after the block
         events = page.evaluate("events.filter(e => e[1] != 'open')")
-        assert events == [
-            ["first", "message", "re a"],
-            ["first", "message", "re b"],
-            ["first", "message", "re c"],
-            ["second", "message", "re d"],
-        ]
+        # Each client's messages in order, once each, and no close. (Between clients there is
+        # no order: on a loaded machine `d`, sent after the block, can overtake the backlog.)
+        for name, replies in (("first", ["re a", "re b", "re c"]), ("second", ["re d"])):
+            assert [e[1:] for e in events if e[0] == name] == [["message", r] for r in replies]
+        assert len(events) == 4, events
         assert page.evaluate("[first.readyState, second.readyState]") == [1, 1]
