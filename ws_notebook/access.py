@@ -18,6 +18,7 @@ hides token values in any text that is shown.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -100,19 +101,36 @@ def refusal(
     ``origin`` is the request's ``Origin`` (None for programs), ``host_header`` its ``Host``,
     ``allowed`` the browser origins the user allowed (``"*"``: all), ``server_host`` the
     address the server listens on.
+
+    Every request asks, most with the same few headers, and parsing addresses costs more than
+    the rest of the check: answers for headers of a usual size are remembered.
     """
+    allowed = tuple(allowed)
+    if len(host_header) + len(origin or "") > _REMEMBER_AT_MOST:
+        return _refusal(origin, host_header, allowed, server_host)
+    return _remembered(origin, host_header, allowed, server_host)
+
+
+_REMEMBER_AT_MOST = 512  # characters of Host and Origin together
+
+
+def _refusal(
+    origin: str | None, host_header: str, allowed: tuple[str, ...], server_host: str
+) -> str | None:
     on_loopback = is_loopback(server_host)
     hostname = _hostname(f"//{host_header}")
     if on_loopback and not (_is_address(hostname) or is_loopback(hostname)):
         return f"Host {hostname!r} is a name other than localhost (DNS rebinding?)"
     if origin is None:
         return None
-    allowed = list(allowed)
     if "*" in allowed or origin in allowed:
         return None
     if on_loopback and is_loopback(_hostname(origin)):
         return None
     return f"a page from origin {origin!r}"
+
+
+_remembered = functools.lru_cache(maxsize=256)(_refusal)
 
 
 def _hostname(url: str) -> str:

@@ -130,6 +130,9 @@ class _Acceptor:
     ):
         self.sock = sock
         self.wire = wire  # hand connections over as WireSockets, for the wire keeper
+        # What socket.accept() reads from the listening socket for every connection (three
+        # enum conversions), read once.
+        self.kind = (sock.family, sock.type, sock.proto)
         self.callback = callback
         self.loop = IOLoop.current()
         self.removed = False
@@ -142,8 +145,14 @@ class _Acceptor:
         for _ in range(ACCEPT_BATCH):
             if self.removed:  # the callback stopped the server
                 return
+            connection: socket.socket
             try:
-                connection, address = sock.accept()
+                if self.wire:  # as socket.accept() does, but made a WireSocket at once
+                    fd, address = sock._accept()  # type: ignore[attr-defined]
+                    connection = WireSocket(*self.kind, fileno=fd)
+                    connection.setblocking(False)
+                else:
+                    connection, address = sock.accept()
             except BlockingIOError:
                 return  # every waiting connection is accepted
             except OSError as error:
@@ -151,7 +160,7 @@ class _Acceptor:
                     continue
                 self._pause(error)
                 return
-            self.callback(WireSocket.adopt(connection) if self.wire else connection, address)
+            self.callback(connection, address)
 
     def _pause(self, error: OSError) -> None:
         self.loop.remove_handler(self.sock)
