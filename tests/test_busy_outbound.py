@@ -8,7 +8,6 @@ on loopback; the blocking cell is sent without waiting for it (``Block``).
 
 from __future__ import annotations
 
-import json
 import queue
 import textwrap
 import threading
@@ -22,6 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.sync.server import ServerConnection, serve
 
 from .kernels import Kernel, start_kernel
+from .test_outbound import until, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.kernel, pytest.mark.timeout(120)]  # cells block
 
@@ -132,21 +132,6 @@ def feeds() -> Iterator[Callable[..., Feed]]:
 def notebook(fresh: Kernel) -> Kernel:
     fresh.run("import threading, time")
     return fresh
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s (last: {found!r})")
-        time.sleep(0.05)
-
-
-def value(kernel: Kernel, expression: str) -> Any:
-    return json.loads(kernel.value(f"json.dumps({expression}, default=str)"))
 
 
 def connect(kernel: Kernel, feed: Feed, **options: float) -> str:
